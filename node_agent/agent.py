@@ -1,0 +1,346 @@
+"""The node agent: registers its node, reconciles its VMs, reports their state.
+
+One loop, woken by ZooKeeper watches, libvirt lifecycle events and timers. Each pass
+reads the desired state as it is now and makes the hypervisor match it (a level-
+triggered controller): a restarted agent changes nothing that was right. While
+ZooKeeper is unreachable the agent does nothing to its guests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import libvirt
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionLoss,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+)
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.retry import KazooRetry
+
+from node_agent.config import AgentConfig
+from node_agent.hypervisor import DomainInfo, Hypervisor
+from node_agent.reconciler import Desired, Reconciler
+from pvc_tui import __version__
+from pvc_tui.cluster import layout
+from pvc_tui.cluster.connection import ensure_schema
+from pvc_tui.cluster.layout import DaemonState, PowerState, VMState
+
+log = logging.getLogger(__name__)
+CAS_ATTEMPTS = 20
+# Fields of a VM record that change what the agent must do (runtime does not).
+_DESIRED_KEYS = ("name", "state", "node")
+
+
+class NodeAgent:
+    """Runs one hypervisor node. Call `run()` from the main thread."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._need_register = threading.Event()
+        self._records: dict[str, tuple[dict[str, Any], int]] = {}
+        self._watched: set[str] = set()
+        self._lock = threading.Lock()
+        self._daemon_state = DaemonState.INIT
+        self._next_keepalive = 0.0
+        self._reported: tuple[Any, ...] = ()
+        self.hypervisor = Hypervisor(config.libvirt_uri, self.wake)
+        self.reconciler = Reconciler(self.hypervisor, self._fetch_xml, self._set_vm_state,
+                                     config.shutdown_timeout)
+        self._pool = ThreadPoolExecutor(config.reconcile_workers, thread_name_prefix="vm")
+        self.zk = KazooClient(
+            hosts=config.zk,
+            timeout=max(config.keepalive_interval * 2, 4.0),
+            connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
+            command_retry=KazooRetry(max_tries=3, max_delay=1.0),
+        )
+
+    def wake(self) -> None:
+        """Ask for a reconcile pass soon (safe from any thread)."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """End the loop; guests keep running (safe from a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    # ---- main loop ----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until `request_stop()`; returns the process exit code."""
+        self.zk.add_listener(self._on_zk_state)
+        self.zk.start_async()
+        watching = False
+        waited_since = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(self._sleep_time())
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if not self.zk.connected:
+                if time.monotonic() - waited_since > self.config.zk_connect_timeout:
+                    log.warning("waiting for ZooKeeper at %s", self.config.zk)
+                    waited_since = time.monotonic()
+                continue
+            try:
+                if self._need_register.is_set():
+                    self._need_register.clear()
+                    self._register()
+                    if not watching:
+                        ChildrenWatch(self.zk, layout.VMS, self._on_vm_children)
+                        watching = True
+                self._pass()
+            except (ConnectionLoss, SessionExpiredError) as exc:
+                log.warning("ZooKeeper connection lost during a pass (%s); will retry",
+                            type(exc).__name__)
+            except libvirt.libvirtError as exc:
+                log.error("libvirt error: %s; retrying in %g s", exc.get_error_message(),
+                          self.config.keepalive_interval)
+        self._shutdown()
+        return 0
+
+    def _sleep_time(self) -> float:
+        now = time.monotonic()
+        until = self._next_keepalive - now
+        deadline = self.reconciler.next_deadline()
+        if deadline is not None:
+            until = min(until, deadline - now)
+        return max(0.05, min(until, self.config.keepalive_interval))
+
+    def _on_zk_state(self, state: str) -> None:
+        log.info("ZooKeeper session: %s", state)
+        if state == KazooState.CONNECTED:
+            self._need_register.set()
+            self._wake.set()
+
+    def _shutdown(self) -> None:
+        log.info("stopping: node %s goes to daemon state stop; guests keep running", self.name)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.zk.connected:
+            try:
+                self._daemon_state = DaemonState.STOP
+                self._write_node({"daemon_state": DaemonState.STOP.value})
+                self.zk.delete(layout.node_alive_path(self.name))
+            except Exception as exc:  # leaving anyway; the session's end removes `alive`
+                log.warning("could not record stop: %s", exc)
+        self.zk.stop()
+        self.zk.close()
+        self.hypervisor.close()
+
+    # ---- registration -------------------------------------------------------------
+
+    def _register(self) -> None:
+        ensure_schema(self.zk)
+        self._write_node({"daemon_state": self._daemon_state.value})
+        alive = layout.node_alive_path(self.name)
+        try:
+            self.zk.create(alive, str(os.getpid()).encode(), ephemeral=True)
+        except NodeExistsError:
+            _, stat = self.zk.get(alive)
+            if stat.ephemeralOwner != self.zk.client_id[0]:
+                log.warning("a previous session of node %s is still registered; taking over",
+                            self.name)
+                self.zk.delete(alive)
+                self.zk.create(alive, str(os.getpid()).encode(), ephemeral=True)
+        self._next_keepalive = 0.0
+        log.info("registered node %s (session 0x%x)", self.name, self.zk.client_id[0])
+
+    # ---- watches (kazoo's thread: no blocking work here) ----------------------------
+
+    def _on_vm_children(self, children: list[str]) -> bool:
+        for uuid in set(children) - self._watched:
+            self._watched.add(uuid)
+            DataWatch(self.zk, layout.vm_path(uuid), self._vm_watcher(uuid))
+        self._wake.set()
+        return not self._stop.is_set()
+
+    def _vm_watcher(self, uuid: str) -> Any:
+        def on_data(data: bytes | None, stat: Any, event: Any = None) -> bool:
+            with self._lock:
+                old = self._records.get(uuid)
+                if data is None:
+                    self._records.pop(uuid, None)
+                    self._watched.discard(uuid)
+                else:
+                    try:
+                        self._records[uuid] = (layout.decode(data, layout.VM_FIELDS),
+                                               stat.version)
+                    except layout.RecordError as exc:
+                        log.warning("VM record %s is invalid: %s", uuid, exc)
+                        self._records.pop(uuid, None)
+                new = self._records.get(uuid)
+            if _desired(old) != _desired(new):
+                self._wake.set()
+            return data is not None and not self._stop.is_set()
+
+        return on_data
+
+    # ---- one reconcile pass -------------------------------------------------------
+
+    def _pass(self) -> None:
+        in_cluster = set(self.zk.get_children(layout.VMS))
+        with self._lock:
+            cached = {u: self._records[u] for u in in_cluster if u in self._records}
+        for uuid in in_cluster - set(cached):  # watch not fired yet: read it now
+            try:
+                data, stat = self.zk.get(layout.vm_path(uuid))
+                cached[uuid] = (layout.decode(data, layout.VM_FIELDS), stat.version)
+            except (NoNodeError, layout.RecordError):
+                continue
+        mine = [
+            Desired(uuid, rec["name"], rec["state"], rec, version)
+            for uuid, (rec, version) in cached.items()
+            if rec["node"] == self.name
+        ]
+        domains = self.hypervisor.domains()
+        jobs = [self._pool.submit(self.reconciler.reconcile, want) for want in mine]
+        for uuid, dom in domains.items():
+            if dom.managed and uuid not in in_cluster:
+                jobs.append(self._pool.submit(self.reconciler.remove_unassigned, uuid, dom.name))
+        for job in jobs:
+            job.result()
+        domains = self.hypervisor.domains()
+        keepalive_due = time.monotonic() >= self._next_keepalive
+        for want in mine:
+            self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
+        if self._daemon_state == DaemonState.INIT:
+            self._daemon_state = DaemonState.RUN
+            keepalive_due = True
+        self._keepalive(mine, domains, keepalive_due)
+
+    def _publish_runtime(self, want: Desired, dom: DomainInfo | None, with_cpu: bool) -> None:
+        runtime: dict[str, Any] = {
+            "power_state": (dom.power_state if dom else PowerState.UNDEFINED).value,
+            "node": self.name,
+            "memory_mib": dom.memory_mib if dom else 0,
+            "vcpus": dom.vcpus if dom else 0,
+            "cpu_time_ns": dom.cpu_time_ns if dom else 0,
+        }
+        old = want.record.get("runtime") or {}
+        keys = ("power_state", "node", "memory_mib", "vcpus") + (("cpu_time_ns",) if with_cpu
+                                                                 else ())
+        if all(old.get(k) == runtime[k] for k in keys):
+            return
+        runtime["updated_at"] = time.time()
+
+        def mutate(record: dict[str, Any]) -> bool:
+            if record["node"] != self.name:
+                return False
+            record["runtime"] = runtime
+            return True
+
+        self._update_vm(want.uuid, mutate)
+
+    def _keepalive(self, mine: list[Desired], domains: dict[str, DomainInfo],
+                   due: bool) -> None:
+        running = [w for w in mine if (d := domains.get(w.uuid)) is not None
+                   and d.power_state in (PowerState.RUNNING, PowerState.PAUSED)]
+        managed = sorted(u for u, d in domains.items() if d.managed)
+        reported = (tuple(sorted(w.name for w in running)), tuple(managed), len(mine),
+                    self._daemon_state)
+        if not due and reported == self._reported:
+            return
+        cpus, mem_total, mem_free = self.hypervisor.host_info()
+        mem_alloc = sum(domains[w.uuid].memory_mib for w in running)
+        if mem_free <= 0:  # the driver cannot tell (test://): derive from allocations
+            mem_free = max(mem_total - mem_alloc, 0)
+        self._write_node({
+            "daemon_state": self._daemon_state.value,
+            "agent_version": __version__,
+            "libvirt_uri": self.config.libvirt_uri,
+            "console_log_dir": self.config.console_log_dir,
+            "cpu_count": cpus,
+            "load": round(os.getloadavg()[0], 2),
+            "mem_total_mib": mem_total,
+            "mem_free_mib": mem_free,
+            "mem_used_mib": max(mem_total - mem_free, 0),
+            "mem_allocated_mib": mem_alloc,
+            "vcpus_allocated": sum(domains[w.uuid].vcpus for w in running),
+            "vm_count": len(mine),
+            "running_vms": list(reported[0]),
+            "domains": managed,
+            "keepalive_at": time.time(),
+        })
+        self._reported = reported
+        self._next_keepalive = time.monotonic() + self.config.keepalive_interval
+
+    # ---- compare-and-set writers --------------------------------------------------
+
+    def _write_node(self, fields: dict[str, Any]) -> None:
+        """Update this node's agent-owned fields, creating the record if needed."""
+        path = layout.node_path(self.name)
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                data, stat = self.zk.get(path)
+            except NoNodeError:
+                record = layout.new_node_record(name=self.name, **fields)
+                try:
+                    self.zk.create(path, layout.encode(record))
+                    return
+                except NodeExistsError:
+                    continue
+            try:
+                record = layout.decode(data, layout.NODE_FIELDS)
+            except layout.RecordError as exc:
+                log.warning("node record was invalid (%s); rewriting it", exc)
+                record = layout.new_node_record(name=self.name)
+            record.update(fields)
+            try:
+                self.zk.set(path, layout.encode(record), version=stat.version)
+                return
+            except BadVersionError:
+                continue
+        log.warning("node record kept changing; keepalive skipped")
+
+    def _update_vm(self, uuid: str, mutate: Any) -> None:
+        path = layout.vm_path(uuid)
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                data, stat = self.zk.get(path)
+                record = layout.decode(data, layout.VM_FIELDS)
+            except (NoNodeError, layout.RecordError):
+                return
+            if not mutate(record):
+                return
+            try:
+                self.zk.set(path, layout.encode(record), version=stat.version)
+                return
+            except BadVersionError:
+                continue
+            except NoNodeError:
+                return
+
+    def _set_vm_state(self, uuid: str, expected: str, new: str, reason: str) -> None:
+        def mutate(record: dict[str, Any]) -> bool:
+            if record["node"] != self.name or record["state"] != expected:
+                return False  # an operator changed it meanwhile: theirs wins
+            record["state"] = new
+            record["failed_reason"] = reason
+            return True
+
+        self._update_vm(uuid, mutate)
+
+    def _fetch_xml(self, uuid: str) -> str:
+        data, _ = self.zk.get(layout.vm_xml_path(uuid))
+        return bytes(data).decode()
+
+
+def _desired(entry: tuple[dict[str, Any], int] | None) -> tuple[Any, ...] | None:
+    if entry is None:
+        return None
+    return tuple(entry[0].get(k) for k in _DESIRED_KEYS)
+
+
+__all__ = ["NodeAgent", "VMState"]

@@ -1,0 +1,67 @@
+"""Agent configuration: a TOML file holds the same keys as the flags; flags override."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pvc_tui.cluster.domain_xml import check_name
+from pvc_tui.cluster.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything a node agent needs to know; see pvc-node-agent.sample.toml."""
+
+    name: str = ""
+    zk: str = "127.0.0.1:2181"
+    libvirt_uri: str = "qemu:///system"
+    console_log_dir: str = "/var/log/pvc/console"
+    keepalive_interval: float = 5.0
+    shutdown_timeout: float = 180.0
+    zk_connect_timeout: float = 10.0
+    reconcile_workers: int = 4
+    log_level: str = "INFO"
+
+    def validated(self) -> AgentConfig:
+        """Return self if every value is usable, else raise InvalidRequest."""
+        if not self.name:
+            raise InvalidRequest("the node name is required (--name or `name` in the config)")
+        check_name(self.name, "node name")
+        if not self.libvirt_uri:
+            raise InvalidRequest("a libvirt URI is required")
+        for key in ("keepalive_interval", "shutdown_timeout", "zk_connect_timeout"):
+            if getattr(self, key) <= 0:
+                raise InvalidRequest(f"{key} must be positive")
+        if not 1 <= self.reconcile_workers <= 64:
+            raise InvalidRequest("reconcile_workers must be between 1 and 64")
+        return self
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> AgentConfig:
+    """Read the TOML file at `path` (if given), then apply non-None `overrides`."""
+    known = {f.name: f.type for f in fields(AgentConfig)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidRequest(f"config {path} is not valid TOML: {exc}") from None
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise InvalidRequest(f"config {path}: unknown key(s) {', '.join(unknown)}")
+        values.update(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = AgentConfig()
+    for key, value in values.items():
+        default = getattr(config, key)
+        if isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        if type(value) is not type(default):
+            raise InvalidRequest(f"config key {key} must be a {type(default).__name__}")
+        config = replace(config, **{key: value})
+    return config.validated()

@@ -1,0 +1,67 @@
+"""`pvc-node-agent`: the daemon on every hypervisor node."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from node_agent.agent import NodeAgent
+from node_agent.config import load_config
+from pvc_tui.cluster.errors import InvalidRequest
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of pvc-node-agent."""
+    parser = _OneLineParser(
+        prog="pvc-node-agent",
+        description="Reconcile this hypervisor node's VMs with the desired state in "
+        "ZooKeeper and report the node's health. Flags override the config file.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file with the same keys")
+    parser.add_argument("--name", help="this node's name in the cluster")
+    parser.add_argument("--zk", help="ZooKeeper hosts, host:port[,host:port][/chroot]")
+    parser.add_argument("--libvirt-uri", help="local libvirt URI, e.g. qemu:///system")
+    parser.add_argument("--console-log-dir", help="directory of guests' serial console logs")
+    parser.add_argument("--keepalive-interval", type=float, help="seconds (default 5)")
+    parser.add_argument("--shutdown-timeout", type=float,
+                        help="seconds a graceful shutdown may take (default 180)")
+    parser.add_argument("--reconcile-workers", type=int, help="VMs acted on at once (default 4)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of pvc-node-agent."""
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    try:
+        config = load_config(args.config, overrides)
+    except InvalidRequest as exc:
+        print(f"pvc-node-agent: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level,
+        format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kazoo").setLevel(logging.WARNING)
+    agent = NodeAgent(config)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Handlers of the `node` and `vm` commands (and the no-command overview)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pvc_tui.cli import output
+from pvc_tui.cluster import ClusterClient, InvalidRequest
+from pvc_tui.cluster.layout import VMState
+from pvc_tui.cluster.text import printable
+
+
+def resolve_zk(flag: str | None) -> str:
+    """--zk, else $PVC_ZK, else a running sandbox's ZooKeeper, else 127.0.0.1:2181."""
+    if flag:
+        return flag
+    if env := os.environ.get("PVC_ZK"):
+        return env
+    from pvc_tui.sandbox.demo import default_state_dir, load
+    from pvc_tui.sandbox.processes import is_running
+
+    sandbox = load(default_state_dir())
+    if sandbox and sandbox.zk_process and is_running(sandbox.zk_process):
+        return sandbox.zk
+    return "127.0.0.1:2181"
+
+
+def connect(args: argparse.Namespace) -> ClusterClient:
+    """A client for the cluster the arguments point at."""
+    return ClusterClient.connect(resolve_zk(args.zk), timeout=args.connect_timeout)
+
+
+def overview(args: argparse.Namespace) -> int:
+    """Nodes and VMs, as two tables."""
+    with connect(args) as client:
+        output.print_table(output.NODE_HEADERS, [output.node_row(n) for n in client.list_nodes()])
+        print()
+        output.print_table(output.VM_HEADERS, [output.vm_row(v) for v in client.list_vms()])
+    return 0
+
+
+def node_list(args: argparse.Namespace) -> int:
+    """`node list`."""
+    with connect(args) as client:
+        nodes = client.list_nodes()
+    if args.format == "json":
+        output.print_json([n.to_dict() for n in nodes])
+    else:
+        output.print_table(output.NODE_HEADERS, [output.node_row(n) for n in nodes])
+    return 0
+
+
+def node_info(args: argparse.Namespace) -> int:
+    """`node info NODE`."""
+    with connect(args) as client:
+        node = client.get_node(args.node)
+    if args.format == "json":
+        output.print_json(node.to_dict())
+    else:
+        output.print_details(output.node_details(node))
+    return 0
+
+
+def vm_list(args: argparse.Namespace) -> int:
+    """`vm list [--node N] [--state S]`."""
+    with connect(args) as client:
+        vms = client.list_vms(node=args.node, state=args.state)
+    if args.format == "json":
+        output.print_json([v.to_dict() for v in vms])
+    else:
+        output.print_table(output.VM_HEADERS, [output.vm_row(v) for v in vms])
+    return 0
+
+
+def vm_info(args: argparse.Namespace) -> int:
+    """`vm info VM [--xml]`."""
+    with connect(args) as client:
+        vm = client.get_vm(args.vm)
+        xml = client.get_vm_xml(vm.uuid) if args.xml else ""
+    if args.xml:
+        if args.format == "json":
+            output.print_json({"name": vm.name, "uuid": vm.uuid, "xml": xml})
+        else:
+            sys.stdout.write("\n".join(printable(line, 10_000)
+                                       for line in xml.splitlines()) + "\n")
+    elif args.format == "json":
+        output.print_json(vm.to_dict())
+    else:
+        output.print_details(output.vm_details(vm))
+    return 0
+
+
+def vm_define(args: argparse.Namespace) -> int:
+    """`vm define FILE --node N [--start] [--wait]`."""
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {args.file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"{args.file} is not UTF-8 text") from None
+    with connect(args) as client:
+        vm = client.define_vm(text, args.node, start=args.start)
+        print(f"defined VM {printable(vm.name)} ({vm.uuid}) on {vm.node}")
+        if args.start and args.wait:
+            client.start_vm(vm.uuid, wait=True, timeout=args.timeout)
+            print(f"VM {printable(vm.name)} is running on {vm.node}")
+    return 0
+
+
+def vm_undefine(args: argparse.Namespace) -> int:
+    """`vm undefine VM [--yes] [--wait]`."""
+    with connect(args) as client:
+        vm = client.get_vm(args.vm)
+        if vm.state in (VMState.START, VMState.RESTART) and not args.yes:
+            raise InvalidRequest(
+                f"VM {vm.name} is meant to be running: stop it first, or pass --yes to "
+                "power it off and remove it"
+            )
+        client.undefine_vm(vm.uuid, wait=args.wait, timeout=args.timeout)
+        done = "removed from" if args.wait else "undefined; its agent removes it from"
+        print(f"VM {printable(vm.name)} {done} {vm.node}")
+    return 0
+
+
+def vm_set_state(args: argparse.Namespace) -> int:
+    """`vm start|stop|shutdown|restart VM [--wait]`."""
+    action = {"start": "start_vm", "stop": "stop_vm", "shutdown": "shutdown_vm",
+              "restart": "restart_vm"}[args.state_action]
+    with connect(args) as client:
+        vm = getattr(client, action)(args.vm, wait=args.wait, timeout=args.timeout)
+        name = printable(vm.name)
+        if args.wait:
+            print(f"VM {name}: {args.state_action} done ({vm.power_state} on {vm.node})")
+        else:
+            print(f"VM {name}: {args.state_action} requested on {vm.node}")
+            node = client.get_node(vm.node)
+            if node.daemon_state != "run":
+                print(f"note: node {node.name}'s agent is {node.daemon_state}; it acts "
+                      "when it runs again", file=sys.stderr)
+    return 0

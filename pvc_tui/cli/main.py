@@ -1,0 +1,139 @@
+"""`pvc-tui`: the operator's command line (the dashboard opens with no subcommand).
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad input (nothing
+changed). Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from pvc_tui.cli import commands, demo_cmd
+from pvc_tui.cluster.errors import PvcError
+from pvc_tui.cluster.text import printable
+
+FORMATS = ("table", "json")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are a single line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree."""
+    parser = OneLineParser(
+        prog="pvc-tui",
+        description="Manage a pvc hyperconverged cluster. With no command: an overview "
+        "of nodes and VMs.",
+    )
+    parser.add_argument("--zk", help="ZooKeeper hosts (default: $PVC_ZK, else a running "
+                        "sandbox, else 127.0.0.1:2181)")
+    parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="give up reaching ZooKeeper after this long (default 5)")
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=OneLineParser)
+
+    node = sub.add_parser("node", help="hypervisor nodes").add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=OneLineParser)
+    p = node.add_parser("list", help="list nodes")
+    _format(p)
+    p.set_defaults(run=commands.node_list)
+    p = node.add_parser("info", help="show one node")
+    p.add_argument("node")
+    _format(p)
+    p.set_defaults(run=commands.node_info)
+
+    vm = sub.add_parser("vm", help="virtual machines").add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=OneLineParser)
+    p = vm.add_parser("list", help="list VMs")
+    p.add_argument("--node", help="only VMs on this node")
+    p.add_argument("--state", help="only VMs in this desired state")
+    _format(p)
+    p.set_defaults(run=commands.vm_list)
+    p = vm.add_parser("info", help="show one VM")
+    p.add_argument("vm", help="name or UUID")
+    p.add_argument("--xml", action="store_true", help="print the domain XML instead")
+    _format(p)
+    p.set_defaults(run=commands.vm_info)
+    p = vm.add_parser("define", help="add a VM from a libvirt domain XML file")
+    p.add_argument("file", help="domain XML file, or - for standard input")
+    p.add_argument("--node", required=True, help="the node to place it on")
+    p.add_argument("--start", action="store_true", help="start it once defined")
+    _wait(p)
+    p.set_defaults(run=commands.vm_define)
+    p = vm.add_parser("undefine", help="remove a VM (its agent powers it off)")
+    p.add_argument("vm")
+    p.add_argument("--yes", action="store_true", help="confirm removing a running VM")
+    _wait(p)
+    p.set_defaults(run=commands.vm_undefine)
+    for action, text in (("start", "start a VM"), ("stop", "power a VM off at once"),
+                         ("shutdown", "shut a VM down gracefully (power off after the "
+                                      "agent's shutdown timeout)"),
+                         ("restart", "shut down gracefully, then start again")):
+        p = vm.add_parser(action, help=text)
+        p.add_argument("vm")
+        _wait(p)
+        p.set_defaults(run=commands.vm_set_state, state_action=action)
+
+    demo = sub.add_parser("demo", help="a local sandbox cluster (up, status, down)")
+    demo.add_argument("--state-dir", type=Path, help="sandbox directory (default: "
+                      "$PVC_SANDBOX_DIR, else ~/.local/state/pvc-tui/sandbox)")
+    demo.set_defaults(run=demo_cmd.demo_default)
+    demo_sub = demo.add_subparsers(dest="action", metavar="ACTION",
+                                   parser_class=OneLineParser)
+    p = demo_sub.add_parser("up", help="start the sandbox (idempotent)")
+    p.add_argument("--nodes", type=int, default=3, help="hypervisor nodes (default 3)")
+    p.add_argument("--driver", choices=("qemu", "test"),
+                   help="qemu: real guests under per-node libvirtd (default where "
+                   "possible); test: libvirt's test driver")
+    p.add_argument("--no-vms", action="store_true", help="do not define demo VMs")
+    p.add_argument("--keepalive-interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.set_defaults(run=demo_cmd.demo_up)
+    p = demo_sub.add_parser("status", help="what the sandbox runs")
+    _format(p, default="json")
+    p.set_defaults(run=demo_cmd.demo_status)
+    p = demo_sub.add_parser("down", help="stop everything the sandbox started and remove it")
+    p.set_defaults(run=demo_cmd.demo_down)
+    return parser
+
+
+def _format(p: argparse.ArgumentParser, default: str = "table") -> None:
+    p.add_argument("--format", choices=FORMATS, default=default, help=f"default {default}")
+
+
+def _wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="block until the agent reports the "
+                   "outcome; exit 1 if it failed")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long --wait waits (default 120)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of pvc-tui."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = getattr(args, "run", commands.overview)
+    if getattr(args, "timeout", 1.0) <= 0 or args.connect_timeout <= 0:
+        print("pvc-tui: error: timeouts must be positive", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except PvcError as exc:
+        print(f"pvc-tui: error: {printable(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The cluster library's client: read nodes and VMs, and change them atomically.
+
+Every write is validated first, then applied as one compare-and-set on the znode
+version (or one ZooKeeper transaction); a concurrent change makes it re-read and
+re-validate, so two operators racing get one winner and a clear error for the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+from pvc_tui.cluster import layout
+from pvc_tui.cluster.connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    connect,
+    ensure_schema,
+    wait_on_znode,
+)
+from pvc_tui.cluster.domain_xml import check_name, parse_domain_xml
+from pvc_tui.cluster.errors import (
+    AlreadyExists,
+    ConflictError,
+    InvalidRequest,
+    NotFound,
+    OperationFailed,
+)
+from pvc_tui.cluster.layout import PowerState, RecordError, VMState
+from pvc_tui.cluster.models import VM, Node
+
+MAX_CAS_ATTEMPTS = 20
+DEFAULT_WAIT_TIMEOUT = 120.0
+
+
+class ClusterClient:
+    """A connection to one cluster. Thread-safe (kazoo clients are)."""
+
+    def __init__(self, zk: KazooClient, hosts: str = "") -> None:
+        self.zk = zk
+        self.hosts = hosts
+
+    @classmethod
+    def connect(cls, hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> ClusterClient:
+        """Connect to the ZooKeeper ensemble at `hosts`, failing within `timeout`."""
+        zk = connect(hosts, timeout)
+        try:
+            ensure_schema(zk)
+        except Exception:
+            zk.stop()
+            zk.close()
+            raise
+        return cls(zk, hosts)
+
+    def close(self) -> None:
+        """End the ZooKeeper session."""
+        self.zk.stop()
+        self.zk.close()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reads -------------------------------------------------------------------
+
+    def list_nodes(self) -> list[Node]:
+        """All nodes, sorted by name (records that fail to parse are skipped)."""
+        nodes = []
+        for name in sorted(self.zk.get_children(layout.NODES)):
+            try:
+                nodes.append(self.get_node(name))
+            except (NotFound, RecordError):
+                continue
+        return nodes
+
+    def get_node(self, name: str) -> Node:
+        """One node by name."""
+        try:
+            data, stat = self.zk.get(layout.node_path(name))
+        except NoNodeError:
+            raise NotFound(f"no node named {name!r}") from None
+        alive = self.zk.exists(layout.node_alive_path(name)) is not None
+        return Node.from_record(layout.decode(data, layout.NODE_FIELDS), stat.version, alive)
+
+    def list_vms(self, node: str | None = None, state: str | None = None) -> list[VM]:
+        """All VMs, optionally only those on `node` or in desired `state`, sorted by name."""
+        if node is not None:
+            self.get_node(node)
+        if state is not None and state not in {s.value for s in VMState}:
+            raise InvalidRequest(
+                f"unknown state {state!r}: choose from {', '.join(s.value for s in VMState)}"
+            )
+        vms = []
+        for uuid in self.zk.get_children(layout.VMS):
+            try:
+                vm = self._get_vm_by_uuid(uuid)
+            except (NotFound, RecordError):
+                continue
+            if (node is None or vm.node == node) and (state is None or vm.state == state):
+                vms.append(vm)
+        return sorted(vms, key=lambda v: v.name)
+
+    def get_vm(self, name_or_uuid: str) -> VM:
+        """One VM by name or UUID."""
+        return self._get_vm_by_uuid(self._resolve_uuid(name_or_uuid))
+
+    def get_vm_xml(self, name_or_uuid: str) -> str:
+        """The VM's libvirt domain XML."""
+        uuid = self._resolve_uuid(name_or_uuid)
+        try:
+            data, _ = self.zk.get(layout.vm_xml_path(uuid))
+        except NoNodeError:
+            raise NotFound(f"no VM {name_or_uuid!r}") from None
+        return bytes(data).decode("utf-8", errors="replace")
+
+    def _resolve_uuid(self, name_or_uuid: str) -> str:
+        if layout.UUID_PATTERN.match(name_or_uuid):
+            if self.zk.exists(layout.vm_path(name_or_uuid)):
+                return name_or_uuid
+        elif layout.NAME_PATTERN.match(name_or_uuid):
+            try:
+                data, _ = self.zk.get(layout.vm_name_path(name_or_uuid))
+                return bytes(data).decode()
+            except NoNodeError:
+                pass
+        raise NotFound(f"no VM named {name_or_uuid!r}")
+
+    def _get_vm_by_uuid(self, uuid: str) -> VM:
+        try:
+            data, stat = self.zk.get(layout.vm_path(uuid))
+        except NoNodeError:
+            raise NotFound(f"no VM with UUID {uuid}") from None
+        return VM.from_record(layout.decode(data, layout.VM_FIELDS), stat.version)
+
+    # ---- define / undefine ---------------------------------------------------------
+
+    def define_vm(self, xml_text: str, node: str, start: bool = False) -> VM:
+        """Add a VM from libvirt domain XML to `node` (desired state stop, or start)."""
+        spec = parse_domain_xml(xml_text)
+        check_name(node, "node name")
+        self.get_node(node)
+        record = layout.new_vm_record(
+            name=spec.name,
+            uuid=spec.uuid,
+            node=node,
+            state=(VMState.START if start else VMState.STOP).value,
+            memory_mib=spec.memory_mib,
+            vcpus=spec.vcpus,
+        )
+        tx = self.zk.transaction()
+        tx.create(layout.vm_name_path(spec.name), spec.uuid.encode())
+        tx.create(layout.vm_path(spec.uuid), layout.encode(record))
+        tx.create(layout.vm_xml_path(spec.uuid), spec.xml.encode())
+        results = tx.commit()
+        failure = next((r for r in results if isinstance(r, Exception)), None)
+        if failure is not None:
+            if isinstance(results[0], NodeExistsError):
+                raise AlreadyExists(f"a VM named {spec.name!r} is already defined")
+            if isinstance(results[1], NodeExistsError):
+                raise AlreadyExists(f"a VM with UUID {spec.uuid} is already defined")
+            raise InvalidRequest(f"define failed: {type(failure).__name__}")
+        return self.get_vm(spec.uuid)
+
+    def undefine_vm(self, name_or_uuid: str, wait: bool = False,
+                    timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
+        """Remove a VM from the cluster; its node's agent powers it off and undefines it."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            vm = self.get_vm(name_or_uuid)
+            tx = self.zk.transaction()
+            tx.delete(layout.vm_xml_path(vm.uuid))
+            tx.delete(layout.vm_path(vm.uuid), version=vm.version)
+            tx.delete(layout.vm_name_path(vm.name))
+            results = tx.commit()
+            if not any(isinstance(r, Exception) for r in results):
+                break
+            if not any(isinstance(r, BadVersionError) for r in results):
+                raise NotFound(f"no VM {name_or_uuid!r}")
+        else:
+            raise ConflictError(f"VM {name_or_uuid!r} kept changing; try again")
+        if wait:
+            self._wait_node(vm.node, lambda n: True if vm.uuid not in n.domains else None,
+                            timeout, f"VM {vm.name} still defined on {vm.node}")
+
+    # ---- desired state -------------------------------------------------------------
+
+    def start_vm(self, name: str, wait: bool = False,
+                 timeout: float = DEFAULT_WAIT_TIMEOUT) -> VM:
+        """Desired state `start`; with wait, until it runs or fails."""
+        return self._set_state(name, VMState.START, wait, timeout)
+
+    def stop_vm(self, name: str, wait: bool = False,
+                timeout: float = DEFAULT_WAIT_TIMEOUT) -> VM:
+        """Desired state `stop` (power off at once); with wait, until it is off."""
+        return self._set_state(name, VMState.STOP, wait, timeout)
+
+    def shutdown_vm(self, name: str, wait: bool = False,
+                    timeout: float = DEFAULT_WAIT_TIMEOUT) -> VM:
+        """Desired state `shutdown` (graceful, then power off); with wait, until off."""
+        return self._set_state(name, VMState.SHUTDOWN, wait, timeout)
+
+    def restart_vm(self, name: str, wait: bool = False,
+                   timeout: float = DEFAULT_WAIT_TIMEOUT) -> VM:
+        """Graceful shutdown then start; with wait, until it runs again."""
+        return self._set_state(name, VMState.RESTART, wait, timeout)
+
+    def _set_state(self, name: str, state: VMState, wait: bool, timeout: float) -> VM:
+        def mutate(record: dict[str, Any]) -> None:
+            if state is VMState.RESTART and record["state"] not in (
+                VMState.START, VMState.RESTART
+            ):
+                raise InvalidRequest(
+                    f"VM {record['name']} is not meant to be running "
+                    f"(state {record['state']}): use start"
+                )
+            record["state"] = state.value
+            record["failed_reason"] = ""
+
+        vm = self.update_vm(name, mutate)
+        if not wait:
+            return vm
+        return self._wait_vm(vm, state, timeout)
+
+    def update_vm(self, name_or_uuid: str, mutate: Callable[[dict[str, Any]], None]) -> VM:
+        """Read-validate-write a VM record with compare-and-set, retrying on races.
+
+        `mutate` edits the record in place and may raise InvalidRequest to refuse;
+        it is called again with fresh data whenever another writer got in first.
+        """
+        for _ in range(MAX_CAS_ATTEMPTS):
+            uuid = self._resolve_uuid(name_or_uuid)
+            try:
+                data, stat = self.zk.get(layout.vm_path(uuid))
+            except NoNodeError:
+                continue
+            record = layout.decode(data, layout.VM_FIELDS)
+            mutate(record)
+            try:
+                stat = self.zk.set(layout.vm_path(uuid), layout.encode(record),
+                                   version=stat.version)
+            except (BadVersionError, NoNodeError):
+                continue
+            return VM.from_record(record, stat.version)
+        raise ConflictError(f"VM {name_or_uuid!r} kept changing; try again")
+
+    def _wait_vm(self, vm: VM, goal: VMState, timeout: float) -> VM:
+        def check(data: bytes | None, stat: Any) -> VM | None:
+            if data is None:
+                raise OperationFailed(f"VM {vm.name} was undefined while waiting")
+            now = VM.from_record(layout.decode(data, layout.VM_FIELDS), stat.version)
+            if now.state == VMState.FAIL:
+                raise OperationFailed(f"VM {vm.name} failed: {now.failed_reason}")
+            if goal is VMState.RESTART:
+                if now.state == VMState.START and now.power_state == PowerState.RUNNING:
+                    return now
+                if now.state != VMState.RESTART and now.state != VMState.START:
+                    raise OperationFailed(f"VM {vm.name} was set to {now.state} meanwhile")
+                return None
+            if now.state != goal:
+                raise OperationFailed(f"VM {vm.name} was set to {now.state} meanwhile")
+            want = PowerState.RUNNING if goal is VMState.START else PowerState.SHUTOFF
+            return now if now.power_state == want else None
+
+        return wait_on_znode(self.zk, layout.vm_path(vm.uuid), check, timeout,
+                             lambda: self._stuck_reason(vm, goal))
+
+    def _wait_node(self, name: str, check: Callable[[Node], bool | None], timeout: float,
+                   what: str) -> None:
+        def on_data(data: bytes | None, stat: Any) -> bool | None:
+            if data is None:
+                return True
+            alive = self.zk.exists(layout.node_alive_path(name)) is not None
+            return check(Node.from_record(layout.decode(data, layout.NODE_FIELDS),
+                                          stat.version, alive))
+
+        wait_on_znode(self.zk, layout.node_path(name), on_data, timeout,
+                      lambda: f"{what}{self._node_health_suffix(name)}")
+
+    def _stuck_reason(self, vm: VM, goal: VMState) -> str:
+        return f"VM {vm.name} has not reached {goal.value}{self._node_health_suffix(vm.node)}"
+
+    def _node_health_suffix(self, name: str) -> str:
+        try:
+            node = self.get_node(name)
+        except (NotFound, RecordError):
+            return f": node {name} is not registered"
+        if node.daemon_state != "run":
+            return f": node {name}'s agent is {node.daemon_state}"
+        return ""

@@ -1,0 +1,146 @@
+"""Reading and checking libvirt domain XML (no libvirt needed)."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as safe_fromstring
+
+from pvc_tui.cluster.errors import InvalidRequest
+from pvc_tui.cluster.layout import MAX_XML_BYTES, NAME_PATTERN
+
+PVC_METADATA_NS = "https://pvc-tui.invalid/xmlns/domain/1"
+_UNIT_TO_KIB = {
+    "b": 1 / 1024, "bytes": 1 / 1024,
+    "k": 1, "kib": 1, "kb": 1000 / 1024,
+    "m": 1024, "mib": 1024, "mb": 1000**2 / 1024,
+    "g": 1024**2, "gib": 1024**2, "gb": 1000**3 / 1024,
+    "t": 1024**3, "tib": 1024**3, "tb": 1000**4 / 1024,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """The facts pvc needs from a domain definition."""
+
+    name: str
+    uuid: str
+    memory_mib: int
+    vcpus: int
+    xml: str  # normalised: always carries the <uuid>
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is a valid VM or node name, else raise InvalidRequest."""
+    if not NAME_PATTERN.match(name):
+        raise InvalidRequest(
+            f"invalid {what} {name!r}: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_domain_xml(text: str) -> DomainSpec:
+    """Validate libvirt domain XML and return its name, UUID, memory and vCPUs.
+
+    A missing <uuid> is generated and inserted, so the cluster and libvirt agree.
+    """
+    if len(text.encode()) > MAX_XML_BYTES:
+        raise InvalidRequest(f"domain XML is larger than {MAX_XML_BYTES // 1024} KiB")
+    try:
+        root = safe_fromstring(text, forbid_dtd=True)
+    except ET.ParseError as exc:
+        raise InvalidRequest(f"malformed XML: {exc}") from None
+    except DefusedXmlException:
+        raise InvalidRequest("domain XML must not contain a DOCTYPE or entities") from None
+    if root.tag != "domain":
+        raise InvalidRequest(f"not a libvirt domain: root element is <{root.tag}>")
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise InvalidRequest("domain XML has no <name>")
+    check_name(name, "VM name")
+    uuid_el = root.find("uuid")
+    if uuid_el is None or not (uuid_el.text or "").strip():
+        vm_uuid = str(uuidlib.uuid4())
+        uuid_el = ET.Element("uuid")
+        uuid_el.text = vm_uuid
+        root.insert(1, uuid_el)
+    else:
+        try:
+            vm_uuid = str(uuidlib.UUID((uuid_el.text or "").strip()))
+        except ValueError:
+            raise InvalidRequest(f"invalid <uuid> {uuid_el.text!r}") from None
+        uuid_el.text = vm_uuid
+    memory_mib = _memory_mib(root)
+    vcpus = _vcpus(root)
+    return DomainSpec(
+        name=name,
+        uuid=vm_uuid,
+        memory_mib=memory_mib,
+        vcpus=vcpus,
+        xml=ET.tostring(root, encoding="unicode"),
+    )
+
+
+def _memory_mib(root: ET.Element) -> int:
+    el = root.find("memory")
+    if el is None or not (el.text or "").strip():
+        raise InvalidRequest("domain XML has no <memory>")
+    unit = el.get("unit", "KiB").lower()
+    if unit not in _UNIT_TO_KIB:
+        raise InvalidRequest(f"unknown memory unit {el.get('unit')!r}")
+    try:
+        amount = int((el.text or "").strip())
+    except ValueError:
+        raise InvalidRequest(f"invalid <memory> {el.text!r}") from None
+    mib = int(amount * _UNIT_TO_KIB[unit] // 1024)
+    if mib < 1:
+        raise InvalidRequest("<memory> must be at least 1 MiB")
+    return mib
+
+
+def _vcpus(root: ET.Element) -> int:
+    el = root.find("vcpu")
+    if el is None:
+        return 1
+    try:
+        vcpus = int((el.text or "").strip())
+    except ValueError:
+        raise InvalidRequest(f"invalid <vcpu> {el.text!r}") from None
+    if not 1 <= vcpus <= 4096:
+        raise InvalidRequest(f"<vcpu> {vcpus} is out of range")
+    return vcpus
+
+
+def mark_managed(xml: str) -> str:
+    """Add pvc's <metadata> marker, by which an agent knows a domain is its to manage."""
+    ET.register_namespace("pvc", PVC_METADATA_NS)
+    root = safe_fromstring(xml)
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    if metadata.find(f"{{{PVC_METADATA_NS}}}managed") is None:
+        ET.SubElement(metadata, f"{{{PVC_METADATA_NS}}}managed")
+    return ET.tostring(root, encoding="unicode")
+
+
+def is_managed(xml: str) -> bool:
+    """Whether a domain's XML carries pvc's marker."""
+    try:
+        root = safe_fromstring(xml)
+    except (ET.ParseError, DefusedXmlException):
+        return False
+    return root.find(f"metadata/{{{PVC_METADATA_NS}}}managed") is not None
+
+
+def console_log_file(xml: str) -> str | None:
+    """The serial console log file named in the XML (<serial><log file=...>), if any."""
+    try:
+        root = safe_fromstring(xml)
+    except (ET.ParseError, DefusedXmlException):
+        return None
+    log = root.find("devices/serial/log")
+    return log.get("file") if log is not None else None

@@ -1,0 +1,197 @@
+"""The ZooKeeper layout: every path and record format, defined once.
+
+Both `pvc-tui` and `pvc-node-agent` import this module; no other module spells a
+key path. All records are UTF-8 JSON objects. Small, frequently-read fields live in
+one document per node and per VM, so that one watch covers a record and one
+compare-and-set on the znode version updates it atomically; large blobs (the domain
+XML) live in child znodes.
+
+    /pvc/schema/version            "1"
+    /pvc/nodes/<name>              node record (NODE_FIELDS)
+    /pvc/nodes/<name>/alive        ephemeral: exists while the node's agent is connected
+    /pvc/vms/<uuid>                VM record (VM_FIELDS)
+    /pvc/vms/<uuid>/xml            libvirt domain XML
+    /pvc/vm_names/<name>           the VM's uuid (unique-name index, written in the same
+                                   transaction as the VM record)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from typing import Any
+
+SCHEMA_VERSION = 1
+ROOT = "/pvc"
+SCHEMA_VERSION_PATH = f"{ROOT}/schema/version"
+NODES = f"{ROOT}/nodes"
+VMS = f"{ROOT}/vms"
+VM_NAMES = f"{ROOT}/vm_names"
+
+# Largest record we ever write; ZooKeeper's own limit is 1 MiB per znode.
+MAX_RECORD_BYTES = 64 * 1024
+MAX_XML_BYTES = 512 * 1024
+
+# Names become znode path components and appear in terminals: keep them plain.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class DaemonState(StrEnum):
+    """Life of a node's agent."""
+
+    INIT = "init"
+    RUN = "run"
+    STOP = "stop"
+    DEAD = "dead"
+
+
+class DomainState(StrEnum):
+    """Whether a node accepts VMs (ready) or is being emptied (flush)."""
+
+    READY = "ready"
+    FLUSH = "flush"
+    FLUSHED = "flushed"
+    UNFLUSH = "unflush"
+
+
+class VMState(StrEnum):
+    """The desired state of a VM, written by operators; `fail` is set by agents."""
+
+    START = "start"
+    STOP = "stop"  # power off
+    SHUTDOWN = "shutdown"  # graceful, then power off after the agent's shutdown_timeout
+    RESTART = "restart"  # graceful shutdown, then start; the agent sets `start` when done
+    FAIL = "fail"
+
+
+class PowerState(StrEnum):
+    """What libvirt reports for a domain on its node (written by the agent)."""
+
+    RUNNING = "running"
+    SHUTOFF = "shutoff"
+    PAUSED = "paused"
+    CRASHED = "crashed"
+    SHUTTING_DOWN = "shutting-down"
+    UNDEFINED = "undefined"  # not (yet) defined on its node
+    UNKNOWN = "unknown"
+
+
+# The fields of each record, with their defaults. Agents own `runtime` in VM records
+# and the resource figures in node records; operators own the rest.
+VM_FIELDS: dict[str, Any] = {
+    "name": "",
+    "uuid": "",
+    "state": VMState.STOP.value,
+    "node": "",
+    "previous_node": "",
+    "failed_reason": "",
+    "memory_mib": 0,
+    "vcpus": 0,
+    "runtime": {},
+}
+VM_RUNTIME_FIELDS: dict[str, Any] = {
+    "power_state": PowerState.UNKNOWN.value,
+    "node": "",
+    "memory_mib": 0,
+    "vcpus": 0,
+    "cpu_time_ns": 0,
+    "updated_at": 0.0,
+}
+NODE_FIELDS: dict[str, Any] = {
+    "name": "",
+    "daemon_state": DaemonState.INIT.value,
+    "domain_state": DomainState.READY.value,
+    "agent_version": "",
+    "libvirt_uri": "",
+    "console_log_dir": "",
+    "cpu_count": 0,
+    "load": 0.0,
+    "mem_total_mib": 0,
+    "mem_used_mib": 0,
+    "mem_free_mib": 0,
+    "mem_allocated_mib": 0,
+    "vcpus_allocated": 0,
+    "vm_count": 0,
+    "running_vms": [],
+    "domains": [],  # uuids of the pvc-managed domains defined on this node's libvirt
+    "keepalive_at": 0.0,
+}
+
+
+class RecordError(ValueError):
+    """A znode's content is not a valid record of this schema."""
+
+
+def node_path(name: str) -> str:
+    """Path of a node's record."""
+    return f"{NODES}/{name}"
+
+
+def node_alive_path(name: str) -> str:
+    """Path of a node's ephemeral liveness znode."""
+    return f"{NODES}/{name}/alive"
+
+
+def vm_path(uuid: str) -> str:
+    """Path of a VM's record."""
+    return f"{VMS}/{uuid}"
+
+
+def vm_xml_path(uuid: str) -> str:
+    """Path of a VM's libvirt domain XML."""
+    return f"{VMS}/{uuid}/xml"
+
+
+def vm_name_path(name: str) -> str:
+    """Path of the unique-name index entry for a VM name."""
+    return f"{VM_NAMES}/{name}"
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """Serialise a record; refuses anything over MAX_RECORD_BYTES."""
+    data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    if len(data) > MAX_RECORD_BYTES:
+        raise RecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    return data
+
+
+def decode(data: bytes | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """Parse a record, filling defaults for absent fields and checking types."""
+    if data is None or data == b"":
+        raise RecordError("empty record")
+    if len(data) > MAX_RECORD_BYTES:
+        raise RecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RecordError("not a JSON object")
+    record: dict[str, Any] = {}
+    for key, default in fields.items():
+        value = raw.get(key, default)
+        if isinstance(default, bool) or not isinstance(default, (int, float, str, list, dict)):
+            record[key] = value
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            record[key] = float(value)
+        elif type(value) is not type(default):
+            raise RecordError(f"field {key!r} should be {type(default).__name__}")
+        else:
+            record[key] = value
+    return record
+
+
+def new_vm_record(**values: Any) -> dict[str, Any]:
+    """A complete VM record from defaults and the given values."""
+    record: dict[str, Any] = json.loads(json.dumps(VM_FIELDS))
+    record.update(values)
+    return record
+
+
+def new_node_record(**values: Any) -> dict[str, Any]:
+    """A complete node record from defaults and the given values."""
+    record: dict[str, Any] = json.loads(json.dumps(NODE_FIELDS))
+    record.update(values)
+    return record

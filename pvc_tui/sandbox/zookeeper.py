@@ -1,0 +1,114 @@
+"""A real ZooKeeper server (Debian's jar) on loopback, for the sandbox and the tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pvc_tui.sandbox.processes import ProcessRef, is_running, spawn, terminate
+
+ZOOKEEPER_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
+MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+
+
+class ZooKeeperError(RuntimeError):
+    """The ZooKeeper server could not be started."""
+
+
+@dataclass(frozen=True)
+class ZooKeeperServer:
+    """A running server process and where it listens."""
+
+    process: ProcessRef
+    host: str
+    port: int
+    data_dir: Path
+
+    @property
+    def address(self) -> str:
+        """host:port for clients."""
+        return f"{self.host}:{self.port}"
+
+
+def zookeeper_unavailable_reason() -> str | None:
+    """None if a ZooKeeper server can be started here, else why not."""
+    if shutil.which("java") is None:
+        return "java is not installed (apt-get install zookeeper)"
+    missing = [j for j in ZOOKEEPER_JARS if not Path(j).exists()]
+    if missing:
+        return f"{missing[0]} is missing (apt-get install zookeeper)"
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def four_letter(host: str, port: int, command: str = "srvr", timeout: float = 1.0) -> str:
+    """Send a ZooKeeper four-letter command; return the reply ('' if none)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(command.encode())
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+            return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def start_zookeeper(data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+                    tick_ms: int = 500, fast_unsafe: bool = False,
+                    timeout: float = 30.0) -> ZooKeeperServer:
+    """Start a standalone server keeping its data in `data_dir`; return once it serves.
+
+    Readiness is the `srvr` command answering: the port opens before the server can
+    serve, and connecting too early costs a client a 5 s retry.
+    """
+    reason = zookeeper_unavailable_reason()
+    if reason:
+        raise ZooKeeperError(reason)
+    port = port or free_port(host)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = data_dir / "zoo.cfg"
+    lines = [
+        f"tickTime={tick_ms}", f"dataDir={data_dir / 'data'}", f"clientPort={port}",
+        f"clientPortAddress={host}", "admin.enableServer=false",
+        "4lw.commands.whitelist=ruok,srvr,mntr,stat", "maxClientCnxns=0",
+        "minSessionTimeout=1000", "maxSessionTimeout=60000",
+    ]
+    if fast_unsafe:
+        lines.append("forceSync=no")
+    cfg.write_text("\n".join(lines) + "\n")
+    argv = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.jmx.log4j.disable=true",
+            "-cp", ":".join(ZOOKEEPER_JARS), MAIN_CLASS, str(cfg)]
+    ref, proc = spawn(argv, data_dir / "zookeeper.log")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ZooKeeperError(f"ZooKeeper exited at start; see {data_dir / 'zookeeper.log'}")
+        if four_letter(host, port).startswith("Zookeeper version"):
+            return ZooKeeperServer(ref, host, port, data_dir)
+        time.sleep(0.05)  # a server that is starting has no event to wait on
+    terminate([ref])
+    raise ZooKeeperError(f"ZooKeeper did not serve on {host}:{port} within {timeout:g} s")
+
+
+def stop_zookeeper(server: ZooKeeperServer) -> None:
+    """End the server process."""
+    terminate([server.process], timeout=10.0)
+
+
+def zookeeper_running(server: ZooKeeperServer) -> bool:
+    """True if that server process is alive and answering."""
+    return is_running(server.process) and four_letter(
+        server.host, server.port).startswith("Zookeeper version")
+
+
+__all__ = ["ZooKeeperServer", "start_zookeeper", "stop_zookeeper"]
