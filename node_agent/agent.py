@@ -213,12 +213,13 @@ class NodeAgent:
             job.result()
         domains = self.hypervisor.domains()
         keepalive_due = time.monotonic() >= self._next_keepalive
-        for want in mine:
-            self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
         if self._daemon_state == DaemonState.INIT:
             self._daemon_state = DaemonState.RUN
             keepalive_due = True
+        # The node summary first: whoever sees a VM's new runtime sees its node current.
         self._keepalive(mine, domains, keepalive_due)
+        for want in mine:
+            self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
 
     def _publish_runtime(self, want: Desired, dom: DomainInfo | None, with_cpu: bool) -> None:
         runtime: dict[str, Any] = {

@@ -61,7 +61,7 @@ def demo_down(args: argparse.Namespace) -> int:
 def demo_default(args: argparse.Namespace) -> int:
     """`demo`: bring the sandbox up if needed, then show the cluster."""
     if args.action is None:
-        args.nodes, args.driver, args.no_vms, args.keepalive_interval = 3, None, False, 5.0
+        args.nodes, args.driver, args.no_vms, args.keepalive_interval = None, None, False, 5.0
         demo_up(args)
         state_dir = (args.state_dir or demo.default_state_dir()).resolve()
         sandbox = demo.load(state_dir)

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_sub = demo.add_subparsers(dest="action", metavar="ACTION",
                                    parser_class=OneLineParser)
     p = demo_sub.add_parser("up", help="start the sandbox (idempotent)")
-    p.add_argument("--nodes", type=int, default=3, help="hypervisor nodes (default 3)")
+    p.add_argument("--nodes", type=int, help="hypervisor nodes (default 3 for a new "
+                   "sandbox; an existing one keeps its size)")
     p.add_argument("--driver", choices=("qemu", "test"),
                    help="qemu: real guests under per-node libvirtd (default where "
                    "possible); test: libvirt's test driver")

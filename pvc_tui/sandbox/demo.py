@@ -124,12 +124,15 @@ def load(state_dir: Path) -> Sandbox | None:
                    demo_vms_defined=bool(raw.get("demo_vms_defined")))
 
 
-def up(state_dir: Path, nodes: int = 3, driver: str | None = None,
+def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
        demo_vms: bool = True, keepalive_interval: float = 5.0,
        progress: Any = None) -> Sandbox:
-    """Start (or complete) the sandbox; idempotent. Returns once agents run."""
+    """Start (or complete) the sandbox; idempotent. Returns once agents run.
+
+    `nodes` defaults to 3 for a new sandbox and to its current size for an existing one.
+    """
     say = progress or (lambda msg: None)
-    if not 1 <= nodes <= 9:
+    if nodes is not None and not 1 <= nodes <= 9:
         raise InvalidRequest("--nodes must be between 1 and 9")
     state_dir = state_dir.resolve()
     existing = load(state_dir)
@@ -154,7 +157,7 @@ def up(state_dir: Path, nodes: int = 3, driver: str | None = None,
                           zk_port=0)
     _ensure_zookeeper(sandbox, say)
     sandbox.save()
-    _ensure_nodes(sandbox, nodes, keepalive_interval, say)
+    _ensure_nodes(sandbox, nodes or len(sandbox.nodes) or 3, keepalive_interval, say)
     sandbox.save()
     with ClusterClient.connect(sandbox.zk, timeout=10.0) as client:
         for node in sandbox.nodes:

@@ -1,0 +1,148 @@
+"""Shared fixtures: a real ZooKeeper server on loopback, real agents on libvirt's test driver.
+
+Each test gets its own ZooKeeper chroot, so tests never see each other's records.
+Where a real dependency is missing, a test fails under CI=true and skips elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.cluster.connection import wait_on_znode
+from pvc_tui.sandbox.demo import TEST_NODE_XML
+from pvc_tui.sandbox.processes import ProcessRef, spawn, terminate
+from pvc_tui.sandbox.zookeeper import (
+    ZooKeeperServer,
+    start_zookeeper,
+    stop_zookeeper,
+    zookeeper_unavailable_reason,
+)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(reason: str | None) -> None:
+    """Fail (in CI) or skip (elsewhere) when a real dependency is missing."""
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"required dependency missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    """One real ZooKeeper server for the whole session."""
+    require(zookeeper_unavailable_reason())
+    server = start_zookeeper(tmp_path_factory.mktemp("zookeeper"), fast_unsafe=True)
+    yield server
+    stop_zookeeper(server)
+
+
+@pytest.fixture
+def zk_hosts(zk_server: ZooKeeperServer) -> str:
+    """A connect string with a fresh chroot: an empty cluster for this test."""
+    chroot = f"/test-{uuid.uuid4().hex[:12]}"
+    zk = KazooClient(hosts=zk_server.address)
+    zk.start(timeout=10)
+    zk.create(chroot)
+    zk.stop()
+    zk.close()
+    return f"{zk_server.address}{chroot}"
+
+
+@pytest.fixture
+def client(zk_hosts: str) -> Iterator[ClusterClient]:
+    """A connected cluster client on the test's empty cluster."""
+    with ClusterClient.connect(zk_hosts) as c:
+        yield c
+
+
+@dataclass
+class AgentProcess:
+    """A real `pvc-node-agent` process on its own test-driver hypervisor."""
+
+    name: str
+    ref: ProcessRef
+    proc: subprocess.Popen[bytes]
+    log: Path
+    argv: list[str]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_agent_running(client: ClusterClient, agent: AgentProcess, timeout: float = 20) -> None:
+    """Until this agent process holds the node's liveness znode and reports `run`."""
+    pid = str(agent.ref.pid).encode()
+    wait_on_znode(client.zk, layout.node_alive_path(agent.name),
+                  lambda d, s: True if d == pid else None, timeout,
+                  lambda: f"agent {agent.name} did not register:\n{agent.log_text()}")
+
+    def running(data: bytes | None, stat: Any) -> bool | None:
+        if data and layout.decode(data, layout.NODE_FIELDS)["daemon_state"] == "run":
+            return True
+        return None
+
+    wait_on_znode(client.zk, layout.node_path(agent.name), running, timeout,
+                  lambda: f"agent {agent.name} did not run:\n{agent.log_text()}")
+
+
+AgentFactory = Callable[..., AgentProcess]
+
+
+@pytest.fixture
+def start_agent(zk_hosts: str, client: ClusterClient,
+                tmp_path: Path) -> Iterator[AgentFactory]:
+    """Start agents (`start_agent("hv1")`); all are ended by PID after the test."""
+    started: list[AgentProcess] = []
+
+    def start(name: str, *extra: str, wait: bool = True) -> AgentProcess:
+        node_dir = tmp_path / name
+        node_dir.mkdir(exist_ok=True)
+        xml = node_dir / "hypervisor.xml"
+        xml.write_text(TEST_NODE_XML.format(cpus=8, memory_kib=16 * 1024 * 1024))
+        argv = [sys.executable, "-m", "node_agent", "--name", name, "--zk", zk_hosts,
+                "--libvirt-uri", f"test://{xml}", "--console-log-dir", str(node_dir),
+                "--keepalive-interval", "1", "--shutdown-timeout", "3", *extra]
+        ref, proc = spawn(argv, node_dir / f"agent-{len(started)}.log")
+        agent = AgentProcess(name, ref, proc, node_dir / f"agent-{len(started)}.log", argv)
+        started.append(agent)
+        if wait:
+            wait_agent_running(client, agent)
+        return agent
+
+    yield start
+    terminate([a.ref for a in started], timeout=5)
+    for a in started:
+        a.proc.wait(timeout=5)
+
+
+def vm_xml(name: str, memory_mib: int = 256, vcpus: int = 1, uuid_: str | None = None) -> str:
+    """Domain XML that libvirt's test driver accepts."""
+    uuid_el = f"<uuid>{uuid_}</uuid>" if uuid_ else ""
+    return (f"<domain type='test'><name>{name}</name>{uuid_el}"
+            f"<memory unit='MiB'>{memory_mib}</memory><vcpu>{vcpus}</vcpu>"
+            "<os><type>hvm</type></os></domain>")
+
+
+def dump_tree(zk: KazooClient, path: str = "/") -> dict[str, bytes]:
+    """Every znode under `path` with its data: for 'nothing changed' assertions."""
+    out: dict[str, bytes] = {}
+    for child in zk.get_children(path):
+        full = f"{path.rstrip('/')}/{child}"
+        data, _ = zk.get(full)
+        out[full] = data
+        out.update(dump_tree(zk, full))
+    return out

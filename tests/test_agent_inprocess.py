@@ -1,0 +1,108 @@
+"""Agents run in this process on the shared `test:///default` hypervisor, so the test can
+look at libvirt directly: what a restarted agent or a ZooKeeper outage does to guests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from node_agent.agent import NodeAgent
+from node_agent.config import AgentConfig
+from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.cluster.connection import wait_on_znode
+from pvc_tui.sandbox.zookeeper import start_zookeeper, stop_zookeeper
+from tests.conftest import vm_xml
+
+URI = "test:///default"
+
+
+class AgentThread:
+    def __init__(self, zk: str, name: str = "hv1") -> None:
+        self.agent = NodeAgent(AgentConfig(name=name, zk=zk, libvirt_uri=URI,
+                                           keepalive_interval=1.0, shutdown_timeout=3.0))
+        self.thread = threading.Thread(target=self.agent.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.agent.request_stop()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def hypervisor() -> Iterator[libvirt.virConnect]:
+    conn = libvirt.open(URI)
+    yield conn
+    for dom in conn.listAllDomains(0):
+        if dom.name() != "test":  # the test driver's own built-in domain
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    conn.close()
+
+
+def wait_node_run(client: ClusterClient, name: str = "hv1", timeout: float = 20) -> None:
+    def check(data: bytes | None, stat: object) -> bool | None:
+        if data is None or not client.zk.exists(layout.node_alive_path(name)):
+            return None
+        return True if layout.decode(data, layout.NODE_FIELDS)["daemon_state"] == "run" else None
+
+    wait_on_znode(client.zk, layout.node_path(name), check, timeout, lambda: "node not running")
+
+
+def test_restarted_agent_changes_nothing_that_was_right(
+        client: ClusterClient, zk_hosts: str, hypervisor: libvirt.virConnect) -> None:
+    first = AgentThread(zk_hosts)
+    wait_node_run(client)
+    client.define_vm(vm_xml("keep1"), "hv1", start=True)
+    client.define_vm(vm_xml("off1"), "hv1")
+    running = client.start_vm("keep1", wait=True, timeout=20)
+    client.stop_vm("off1", wait=True, timeout=20)
+    dom_id = hypervisor.lookupByUUIDString(running.uuid).ID()
+    first.stop()
+    # SIGTERM semantics: the agent leaves, the guest keeps running
+    assert hypervisor.lookupByUUIDString(running.uuid).isActive()
+    assert client.get_node("hv1").daemon_state == "stop"
+
+    second = AgentThread(zk_hosts)
+    wait_node_run(client)
+    assert client.start_vm("keep1", wait=True, timeout=20).power_state == "running"
+    assert hypervisor.lookupByUUIDString(running.uuid).ID() == dom_id  # not restarted
+    assert not hypervisor.lookupByName("off1").isActive()
+    second.stop()
+
+
+def test_zookeeper_outage_never_powers_off_guests(
+        tmp_path: Path, hypervisor: libvirt.virConnect) -> None:
+    server = start_zookeeper(tmp_path / "zk", fast_unsafe=True)
+    agent = None
+    try:
+        client = ClusterClient.connect(server.address)
+        agent = AgentThread(server.address)
+        wait_node_run(client)
+        vm = client.define_vm(vm_xml("guest1"), "hv1", start=True)
+        client.start_vm("guest1", wait=True, timeout=20)
+        client.close()
+        dom = hypervisor.lookupByUUIDString(vm.uuid)
+        dom_id = dom.ID()
+
+        stop_zookeeper(server)
+        time.sleep(6)  # longer than the agent's 4 s session timeout: nothing may happen
+        assert dom.isActive() and dom.ID() == dom_id
+
+        server = start_zookeeper(tmp_path / "zk", port=server.port, fast_unsafe=True)
+        client = ClusterClient.connect(server.address)
+        wait_node_run(client)  # re-registered by itself
+        assert dom.isActive() and dom.ID() == dom_id
+        # and it still obeys
+        assert client.stop_vm("guest1", wait=True, timeout=20).power_state == "shutoff"
+        client.close()
+    finally:
+        if agent is not None:
+            agent.stop()
+        stop_zookeeper(server)
