@@ -145,10 +145,16 @@ def _kernel_package() -> str:
 
 def _fetch_kernel(work: Path) -> tuple[Path, Path]:
     """Download and unpack the kernel package; return (vmlinuz, modules kernel/ dir)."""
-    pkg = _kernel_package()
     download = work / "download"
     download.mkdir()
-    _run(["apt-get", "download", "-q", pkg], cwd=download)
+    try:
+        pkg = _kernel_package()
+        _run(["apt-get", "download", "-q", pkg], cwd=download)
+    except RuntimeError:
+        # a fresh machine may have no package lists, or lists that name an old kernel
+        _run(["apt-get", "update", "-q"])
+        pkg = _kernel_package()
+        _run(["apt-get", "download", "-q", pkg], cwd=download)
     debs = sorted(download.glob("*.deb"))
     if len(debs) != 1:
         raise RuntimeError(f"apt-get download {pkg} produced {debs}")
