@@ -17,12 +17,10 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pvc_tui.cluster import ClusterClient, layout  # noqa: E402
-from pvc_tui.sandbox.demo import TEST_NODE_XML  # noqa: E402
-from pvc_tui.sandbox.processes import spawn, terminate  # noqa: E402
-from pvc_tui.sandbox.zookeeper import start_zookeeper, stop_zookeeper  # noqa: E402
+from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.sandbox.demo import TEST_NODE_XML
+from pvc_tui.sandbox.processes import spawn, terminate
+from pvc_tui.sandbox.zookeeper import start_zookeeper, stop_zookeeper
 
 
 def total_versions(client: ClusterClient) -> int:
@@ -42,7 +40,7 @@ def main() -> None:
     server = start_zookeeper(work / "zk")
     xml = work / "hv1.xml"
     xml.write_text(TEST_NODE_XML.format(cpus=64, memory_kib=512 * 1024 * 1024))
-    ref, proc = spawn([sys.executable, "-m", "node_agent", "--name", "hv1", "--zk",
+    ref, _ = spawn([sys.executable, "-m", "node_agent", "--name", "hv1", "--zk",
                        server.address, "--libvirt-uri", f"test://{xml}",
                        "--keepalive-interval", str(args.keepalive)], work / "agent.log")
     try:

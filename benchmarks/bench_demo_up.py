@@ -23,10 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pvc_tui.sandbox.demo import _cache_dir  # noqa: E402
-from pvc_tui.sandbox.qemu import ensure_guest_image, qemu_unavailable_reason  # noqa: E402
+from pvc_tui.sandbox.demo import _cache_dir
+from pvc_tui.sandbox.qemu import ensure_guest_image, qemu_unavailable_reason
 
 STATUS = re.compile(r" up \d+s load ")
 
