@@ -12,13 +12,13 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import libvirt
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
-    BadVersionError,
     ConnectionLoss,
     NodeExistsError,
     NoNodeError,
@@ -28,17 +28,18 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
 
 from node_agent.config import AgentConfig
+from node_agent.domain_runner import DomainStateRunner
 from node_agent.hypervisor import DomainInfo, Hypervisor
 from node_agent.reconciler import Desired, Reconciler
+from node_agent.records import AgentRecords
 from pvc_tui import __version__
 from pvc_tui.cluster import layout
 from pvc_tui.cluster.connection import ensure_schema
-from pvc_tui.cluster.layout import DaemonState, PowerState, VMState
+from pvc_tui.cluster.layout import DaemonState, PowerState
 
 log = logging.getLogger(__name__)
-CAS_ATTEMPTS = 20
 # Fields of a VM record that change what the agent must do (runtime does not).
-_DESIRED_KEYS = ("name", "state", "node")
+_DESIRED_KEYS = ("name", "state", "node", "migration")
 
 
 class NodeAgent:
@@ -57,15 +58,20 @@ class NodeAgent:
         self._next_keepalive = 0.0
         self._reported: tuple[Any, ...] = ()
         self.hypervisor = Hypervisor(config.libvirt_uri, self.wake)
-        self.reconciler = Reconciler(self.hypervisor, self._fetch_xml, self._set_vm_state,
-                                     config.shutdown_timeout)
         self._pool = ThreadPoolExecutor(config.reconcile_workers, thread_name_prefix="vm")
+        self._in_flight: dict[str, Future[None]] = {}
+        self._deferred: set[str] = set()  # VMs a pass skipped because a task was running
         self.zk = KazooClient(
             hosts=config.zk,
             timeout=max(config.keepalive_interval * 2, 4.0),
             connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
             command_retry=KazooRetry(max_tries=3, max_delay=1.0),
         )
+        self.records = AgentRecords(self.zk, self.name)
+        self.reconciler = Reconciler(self.hypervisor, self.records, self.name,
+                                     config.console_log_dir, config.shutdown_timeout)
+        self.domain_runner = DomainStateRunner(self.records, config.flush_concurrency,
+                                               config.target_selector)
 
     def wake(self) -> None:
         """Ask for a reconcile pass soon (safe from any thread)."""
@@ -100,6 +106,7 @@ class NodeAgent:
                     self._register()
                     if not watching:
                         ChildrenWatch(self.zk, layout.VMS, self._on_vm_children)
+                        self.domain_runner.start()
                         watching = True
                 self._pass()
             except (ConnectionLoss, SessionExpiredError) as exc:
@@ -127,11 +134,12 @@ class NodeAgent:
 
     def _shutdown(self) -> None:
         log.info("stopping: node %s goes to daemon state stop; guests keep running", self.name)
+        self.domain_runner.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self.zk.connected:
             try:
                 self._daemon_state = DaemonState.STOP
-                self._write_node({"daemon_state": DaemonState.STOP.value})
+                self.records.write_node({"daemon_state": DaemonState.STOP.value})
                 self.zk.delete(layout.node_alive_path(self.name))
             except Exception as exc:  # leaving anyway; the session's end removes `alive`
                 log.warning("could not record stop: %s", exc)
@@ -143,7 +151,7 @@ class NodeAgent:
 
     def _register(self) -> None:
         ensure_schema(self.zk)
-        self._write_node({"daemon_state": self._daemon_state.value})
+        self.records.write_node({"daemon_state": self._daemon_state.value})
         alive = layout.node_alive_path(self.name)
         try:
             self.zk.create(alive, str(os.getpid()).encode(), ephemeral=True)
@@ -199,27 +207,56 @@ class NodeAgent:
                 cached[uuid] = (layout.decode(data, layout.VM_FIELDS), stat.version)
             except (NoNodeError, layout.RecordError):
                 continue
-        mine = [
-            Desired(uuid, rec["name"], rec["state"], rec, version)
-            for uuid, (rec, version) in cached.items()
-            if rec["node"] == self.name
-        ]
         domains = self.hypervisor.domains()
-        jobs = [self._pool.submit(self.reconciler.reconcile, want) for want in mine]
+        mine: list[Desired] = []
+        for uuid, (rec, version) in cached.items():
+            want = Desired(uuid, rec["name"], rec["state"], rec, version)
+            if rec["node"] == self.name:
+                mine.append(want)
+                dom = domains.get(uuid)
+                if self.reconciler.needs_work(want, dom.power_state if dom else None):
+                    self._submit(uuid, self.reconciler.reconcile, want)
+            elif uuid in domains or (rec["migration"] or {}).get("source") == self.name:
+                self._submit(uuid, self.reconciler.depart, want)
         for uuid, dom in domains.items():
             if dom.managed and uuid not in in_cluster:
-                jobs.append(self._pool.submit(self.reconciler.remove_unassigned, uuid, dom.name))
-        for job in jobs:
-            job.result()
-        domains = self.hypervisor.domains()
+                self._submit(uuid, self.reconciler.remove_unassigned, uuid, dom.name)
         keepalive_due = time.monotonic() >= self._next_keepalive
         if self._daemon_state == DaemonState.INIT:
             self._daemon_state = DaemonState.RUN
             keepalive_due = True
+        domains = self.hypervisor.domains()
         # The node summary first: whoever sees a VM's new runtime sees its node current.
         self._keepalive(mine, domains, keepalive_due)
         for want in mine:
-            self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
+            with self._lock:
+                busy = want.uuid in self._in_flight
+                if busy:  # publish once its task has ended
+                    self._deferred.add(want.uuid)
+            if not busy:
+                self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
+
+    def _submit(self, uuid: str, task: Callable[..., None], *args: Any) -> None:
+        """Run `task` for one VM, unless one is still running for it: then look again
+        when that one ends."""
+        with self._lock:
+            if uuid in self._in_flight:
+                self._deferred.add(uuid)
+                return
+            future = self._pool.submit(task, *args)
+            self._in_flight[uuid] = future
+        future.add_done_callback(lambda f: self._task_done(uuid, f))
+
+    def _task_done(self, uuid: str, future: Future[None]) -> None:
+        failed = future.exception()
+        if failed is not None:  # retried by the next periodic pass, not at once
+            log.warning("VM %s: task failed: %s", uuid, failed)
+        with self._lock:
+            self._in_flight.pop(uuid, None)
+            deferred = uuid in self._deferred
+            self._deferred.discard(uuid)
+        if deferred:
+            self._wake.set()
 
     def _publish_runtime(self, want: Desired, dom: DomainInfo | None, with_cpu: bool) -> None:
         runtime: dict[str, Any] = {
@@ -242,7 +279,7 @@ class NodeAgent:
             record["runtime"] = runtime
             return True
 
-        self._update_vm(want.uuid, mutate)
+        self.records.update_vm(want.uuid, mutate)
 
     def _keepalive(self, mine: list[Desired], domains: dict[str, DomainInfo],
                    due: bool) -> None:
@@ -257,8 +294,10 @@ class NodeAgent:
         mem_alloc = sum(domains[w.uuid].memory_mib for w in running)
         if mem_free <= 0:  # the driver cannot tell (test://): derive from allocations
             mem_free = max(mem_total - mem_alloc, 0)
-        self._write_node({
+        self.records.write_node({
             "daemon_state": self._daemon_state.value,
+            "migration_uri": self.config.migration_uri,
+            "migration_address": self.config.migration_address,
             "agent_version": __version__,
             "libvirt_uri": self.config.libvirt_uri,
             "console_log_dir": self.config.console_log_dir,
@@ -277,71 +316,9 @@ class NodeAgent:
         self._reported = reported
         self._next_keepalive = time.monotonic() + self.config.keepalive_interval
 
-    # ---- compare-and-set writers --------------------------------------------------
-
-    def _write_node(self, fields: dict[str, Any]) -> None:
-        """Update this node's agent-owned fields, creating the record if needed."""
-        path = layout.node_path(self.name)
-        for _ in range(CAS_ATTEMPTS):
-            try:
-                data, stat = self.zk.get(path)
-            except NoNodeError:
-                record = layout.new_node_record(name=self.name, **fields)
-                try:
-                    self.zk.create(path, layout.encode(record))
-                    return
-                except NodeExistsError:
-                    continue
-            try:
-                record = layout.decode(data, layout.NODE_FIELDS)
-            except layout.RecordError as exc:
-                log.warning("node record was invalid (%s); rewriting it", exc)
-                record = layout.new_node_record(name=self.name)
-            record.update(fields)
-            try:
-                self.zk.set(path, layout.encode(record), version=stat.version)
-                return
-            except BadVersionError:
-                continue
-        log.warning("node record kept changing; keepalive skipped")
-
-    def _update_vm(self, uuid: str, mutate: Any) -> None:
-        path = layout.vm_path(uuid)
-        for _ in range(CAS_ATTEMPTS):
-            try:
-                data, stat = self.zk.get(path)
-                record = layout.decode(data, layout.VM_FIELDS)
-            except (NoNodeError, layout.RecordError):
-                return
-            if not mutate(record):
-                return
-            try:
-                self.zk.set(path, layout.encode(record), version=stat.version)
-                return
-            except BadVersionError:
-                continue
-            except NoNodeError:
-                return
-
-    def _set_vm_state(self, uuid: str, expected: str, new: str, reason: str) -> None:
-        def mutate(record: dict[str, Any]) -> bool:
-            if record["node"] != self.name or record["state"] != expected:
-                return False  # an operator changed it meanwhile: theirs wins
-            record["state"] = new
-            record["failed_reason"] = reason
-            return True
-
-        self._update_vm(uuid, mutate)
-
-    def _fetch_xml(self, uuid: str) -> str:
-        data, _ = self.zk.get(layout.vm_xml_path(uuid))
-        return bytes(data).decode()
-
 
 def _desired(entry: tuple[dict[str, Any], int] | None) -> tuple[Any, ...] | None:
     if entry is None:
         return None
     return tuple(entry[0].get(k) for k in _DESIRED_KEYS)
 
-
-__all__ = ["NodeAgent", "VMState"]

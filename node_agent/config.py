@@ -9,6 +9,7 @@ from typing import Any
 
 from pvc_tui.cluster.domain_xml import check_name
 from pvc_tui.cluster.errors import InvalidRequest
+from pvc_tui.cluster.placement import check_selector
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class AgentConfig:
     shutdown_timeout: float = 180.0
     zk_connect_timeout: float = 10.0
     reconcile_workers: int = 4
+    migration_uri: str = ""  # how peers' libvirt reaches this node's, e.g. qemu+tcp://hv1/system
+    migration_address: str = ""  # migration data URI, e.g. tcp://10.0.0.1
+    flush_concurrency: int = 4  # VMs moved at once by a flush or ready
+    target_selector: str = "mem"  # how a flush picks targets: mem, load, vcpus, vms
     log_level: str = "INFO"
 
     def validated(self) -> AgentConfig:
@@ -37,6 +42,9 @@ class AgentConfig:
                 raise InvalidRequest(f"{key} must be positive")
         if not 1 <= self.reconcile_workers <= 64:
             raise InvalidRequest("reconcile_workers must be between 1 and 64")
+        if not 1 <= self.flush_concurrency <= 64:
+            raise InvalidRequest("flush_concurrency must be between 1 and 64")
+        check_selector(self.target_selector)
         return self
 
 

@@ -108,6 +108,10 @@ class Hypervisor:
                     self._conn.close()
                 self._conn = None
 
+    def supports_live_migration(self) -> bool:
+        """False for libvirt's test driver, which has no migration at all."""
+        return str(self.connection().getType()).lower() != "test"
+
     def host_info(self) -> tuple[int, int, int]:
         """(cpu count, memory total MiB, memory free MiB or 0 when the driver cannot tell)."""
         conn = self.connection()

@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shutdown-timeout", type=float,
                         help="seconds a graceful shutdown may take (default 180)")
     parser.add_argument("--reconcile-workers", type=int, help="VMs acted on at once (default 4)")
+    parser.add_argument("--migration-uri", help="libvirt URI peers use to migrate onto this node")
+    parser.add_argument("--migration-address", help="migration data URI, e.g. tcp://10.0.0.1")
+    parser.add_argument("--flush-concurrency", type=int, help="VMs a flush moves at once "
+                        "(default 4)")
+    parser.add_argument("--target-selector", choices=["mem", "load", "vcpus", "vms"],
+                        help="how a flush picks target nodes (default mem)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pvc_tui.cli import output
-from pvc_tui.cluster import ClusterClient, InvalidRequest
+from pvc_tui.cluster import ClusterClient, InvalidRequest, moves
 from pvc_tui.cluster.layout import VMState
 from pvc_tui.cluster.text import printable
 
@@ -141,3 +141,58 @@ def vm_set_state(args: argparse.Namespace) -> int:
                 print(f"note: node {node.name}'s agent is {node.daemon_state}; it acts "
                       "when it runs again", file=sys.stderr)
     return 0
+
+
+def vm_move(args: argparse.Namespace) -> int:
+    """`vm migrate|unmigrate|move VM ... [--wait]`."""
+    with connect(args) as client:
+        before = client.get_vm(args.vm)
+        if args.move_kind == "migrate":
+            vm = client.migrate_vm(before.uuid, target=args.target, selector=args.selector,
+                                   force=args.force)
+        elif args.move_kind == "unmigrate":
+            vm = client.unmigrate_vm(before.uuid)
+        else:
+            vm = client.move_vm(before.uuid, args.target)
+        name = printable(vm.name)
+        if vm.migration is None:
+            print(f"VM {name} now belongs to {vm.node} permanently")
+            return 0
+        route = f"{vm.migration.source} -> {vm.migration.target}"
+        if not args.wait:
+            print(f"VM {name}: {args.move_kind} {route} requested")
+            return 0
+        done = moves.wait_move(client, vm, args.timeout)
+        last = done.last_migration
+        how = f" ({last.used}, {last.seconds:.2f} s)" if last else ""
+        print(f"VM {name}: {args.move_kind} {route} done{how}; previous node "
+              f"{done.previous_node or '-'}")
+    return 0
+
+
+def node_domain_state(args: argparse.Namespace) -> int:
+    """`node flush|ready NODE [--wait]`: one line per VM, exit 1 unless all reached goal."""
+    action = args.domain_action
+    bad = 0
+
+    def on_item(item: dict[str, object]) -> None:
+        nonlocal bad
+        result = str(item.get("result", ""))
+        if not result.startswith(("ok", "started")):
+            bad += 1
+        print(f"  {printable(item.get('vm', '?'))} -> {printable(item.get('target') or '-')}: "
+              f"{printable(result)}", flush=True)
+
+    with connect(args) as client:
+        call = client.flush_node if action == "flush" else client.ready_node
+        if not args.wait:
+            call(args.node)
+            print(f"node {args.node}: {action} requested")
+            return 0
+        print(f"node {args.node}: {action}", flush=True)
+        progress = call(args.node, wait=True, timeout=args.timeout, on_item=on_item)
+    goal = "flushed" if action == "flush" else "ready"
+    count = len(progress.get("items", []))
+    print(f"node {args.node} is {goal} ({count} VMs, {progress.get('seconds', 0):.2f} s)"
+          + (f"; {bad} did not reach their goal" if bad else ""))
+    return 1 if bad else 0

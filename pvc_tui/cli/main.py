@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from pvc_tui.cli import commands, demo_cmd
 from pvc_tui.cluster.errors import PvcError
+from pvc_tui.cluster.placement import SELECTORS
 from pvc_tui.cluster.text import printable
 
 FORMATS = ("table", "json")
@@ -50,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p)
     p.set_defaults(run=commands.node_info)
 
+    p = node.add_parser("flush", help="move every VM off a node (it ends `flushed`)")
+    p.add_argument("node")
+    _wait(p, default=600.0, what="every VM has moved; print one line per VM")
+    p.set_defaults(run=commands.node_domain_state, domain_action="flush")
+    p = node.add_parser("ready", aliases=["unflush"],
+                        help="take a flushed node's VMs back (it ends `ready`)")
+    p.add_argument("node")
+    _wait(p, default=600.0, what="every VM is back; print one line per VM")
+    p.set_defaults(run=commands.node_domain_state, domain_action="ready")
+
     vm = sub.add_parser("vm", help="virtual machines").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=OneLineParser)
     p = vm.add_parser("list", help="list VMs")
@@ -82,6 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
         _wait(p)
         p.set_defaults(run=commands.vm_set_state, state_action=action)
 
+    p = vm.add_parser("migrate", help="move a VM to another node for now (unmigrate sends "
+                      "it back)")
+    p.add_argument("vm")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target", help="the node to move it to")
+    target.add_argument("--selector", choices=SELECTORS,
+                        help="pick the target: mem (most free memory, default), load, "
+                        "vcpus (fewest allocated), vms (fewest VMs)")
+    p.add_argument("--force", action="store_true", help="migrate an already-migrated VM "
+                   "(it keeps its original previous node)")
+    _wait(p)
+    p.set_defaults(run=commands.vm_move, move_kind="migrate")
+    p = vm.add_parser("unmigrate", help="send a migrated VM back to its previous node")
+    p.add_argument("vm")
+    _wait(p)
+    p.set_defaults(run=commands.vm_move, move_kind="unmigrate")
+    p = vm.add_parser("move", help="place a VM on a node permanently (clears its previous "
+                      "node)")
+    p.add_argument("vm")
+    p.add_argument("--target", required=True, help="the node to place it on")
+    _wait(p)
+    p.set_defaults(run=commands.vm_move, move_kind="move")
+
     demo = sub.add_parser("demo", help="a local sandbox cluster (up, status, down)")
     demo.add_argument("--state-dir", type=Path, help="sandbox directory (default: "
                       "$PVC_SANDBOX_DIR, else ~/.local/state/pvc-tui/sandbox)")
@@ -109,11 +143,12 @@ def _format(p: argparse.ArgumentParser, default: str = "table") -> None:
     p.add_argument("--format", choices=FORMATS, default=default, help=f"default {default}")
 
 
-def _wait(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", action="store_true", help="block until the agent reports the "
-                   "outcome; exit 1 if it failed")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="how long --wait waits (default 120)")
+def _wait(p: argparse.ArgumentParser, default: float = 120.0,
+          what: str = "the agent reports the outcome") -> None:
+    p.add_argument("--wait", action="store_true",
+                   help=f"block until {what}; exit 1 if anything failed")
+    p.add_argument("--timeout", type=float, default=default, metavar="SECONDS",
+                   help=f"how long --wait waits (default {default:g})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from pvc_tui.cluster import layout
+from pvc_tui.cluster import layout, moves
 from pvc_tui.cluster.connection import (
     DEFAULT_CONNECT_TIMEOUT,
     connect,
@@ -185,6 +185,47 @@ class ClusterClient:
             self._wait_node(vm.node, lambda n: True if vm.uuid not in n.domains else None,
                             timeout, f"VM {vm.name} still defined on {vm.node}")
 
+    # ---- placement ---------------------------------------------------------------
+
+    def migrate_vm(self, name: str, target: str | None = None, selector: str | None = None,
+                   force: bool = False, wait: bool = False,
+                   timeout: float = DEFAULT_WAIT_TIMEOUT) -> VM:
+        """Move a VM temporarily, remembering where it came from (`previous_node`).
+
+        Refused for an already-migrated VM unless `force`, which keeps the original
+        previous node.
+        """
+        vm = moves.request_move(self, name, "migrate", target, selector, force)
+        return moves.wait_move(self, vm, timeout) if wait else vm
+
+    def unmigrate_vm(self, name: str, wait: bool = False,
+                     timeout: float = DEFAULT_WAIT_TIMEOUT) -> VM:
+        """Send a migrated VM back to its previous node (then cleared)."""
+        vm = moves.request_move(self, name, "unmigrate")
+        return moves.wait_move(self, vm, timeout) if wait else vm
+
+    def move_vm(self, name: str, target: str, wait: bool = False,
+                timeout: float = DEFAULT_WAIT_TIMEOUT) -> VM:
+        """Place a VM on `target` permanently (clears `previous_node`)."""
+        vm = moves.request_move(self, name, "move", target)
+        return moves.wait_move(self, vm, timeout) if wait else vm
+
+    def flush_node(self, name: str, wait: bool = False, timeout: float = 600.0,
+                   on_item: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Ask the node's agent to move every VM off it; with wait, follow to `flushed`."""
+        request_id = moves.request_domain_state(self, name, "flush")
+        if not wait:
+            return {"id": request_id}
+        return moves.wait_domain_state(self, name, "flush", request_id, timeout, on_item)
+
+    def ready_node(self, name: str, wait: bool = False, timeout: float = 600.0,
+                   on_item: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Ask the node's agent to take its VMs back; with wait, follow to `ready`."""
+        request_id = moves.request_domain_state(self, name, "ready")
+        if not wait:
+            return {"id": request_id}
+        return moves.wait_domain_state(self, name, "ready", request_id, timeout, on_item)
+
     # ---- desired state -------------------------------------------------------------
 
     def start_vm(self, name: str, wait: bool = False,
@@ -222,7 +263,7 @@ class ClusterClient:
         vm = self.update_vm(name, mutate)
         if not wait:
             return vm
-        return self._wait_vm(vm, state, timeout)
+        return self.wait_vm_state(vm, state, timeout)
 
     def update_vm(self, name_or_uuid: str, mutate: Callable[[dict[str, Any]], None]) -> VM:
         """Read-validate-write a VM record with compare-and-set, retrying on races.
@@ -246,7 +287,9 @@ class ClusterClient:
             return VM.from_record(record, stat.version)
         raise ConflictError(f"VM {name_or_uuid!r} kept changing; try again")
 
-    def _wait_vm(self, vm: VM, goal: VMState, timeout: float) -> VM:
+    def wait_vm_state(self, vm: VM, goal: VMState, timeout: float) -> VM:
+        """Block (on a watch) until `vm` reaches `goal`; raise if it fails or is changed."""
+
         def check(data: bytes | None, stat: Any) -> VM | None:
             if data is None:
                 raise OperationFailed(f"VM {vm.name} was undefined while waiting")

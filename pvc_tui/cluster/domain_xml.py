@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as safe_fromstring
@@ -144,3 +145,22 @@ def console_log_file(xml: str) -> str | None:
         return None
     log = root.find("devices/serial/log")
     return log.get("file") if log is not None else None
+
+
+def with_console_log(xml: str, console_log_dir: str) -> str:
+    """Point the serial console log into `console_log_dir` (same file name).
+
+    Each agent keeps its guests' console logs in its own directory; a definition or a
+    migration that arrives from another node is moved over. XML without a serial log
+    is returned unchanged.
+    """
+    root = safe_fromstring(xml)
+    log = root.find("devices/serial/log")
+    current = log.get("file") if log is not None else None
+    if log is None or not current or not console_log_dir:
+        return xml
+    wanted = str(PurePosixPath(console_log_dir) / PurePosixPath(current).name)
+    if wanted == current:
+        return xml
+    log.set("file", wanted)
+    return ET.tostring(root, encoding="unicode")

@@ -37,3 +37,7 @@ class OperationFailed(PvcError):
 
 class WaitTimeout(PvcError):
     """The outcome was not reported within the wait timeout (the request stands)."""
+
+
+class Refused(PvcError):
+    """The request is well-formed but the cluster's state does not allow it now."""

@@ -66,6 +66,18 @@ class VMState(StrEnum):
     FAIL = "fail"
 
 
+class MigrationPhase(StrEnum):
+    """Steps of a move. The target agent acts only once the source is done with it."""
+
+    REQUESTED = "requested"  # written by the client with the new `node`
+    MIGRATING = "migrating"  # the source agent started a live migration
+    DONE = "done"  # the live migration landed: the domain runs on the target
+    RELEASED = "released"  # the source powered it off: the target defines and starts it
+
+
+MIGRATION_METHODS = ("", "live", "shutdown")
+
+
 class PowerState(StrEnum):
     """What libvirt reports for a domain on its node (written by the agent)."""
 
@@ -90,6 +102,19 @@ VM_FIELDS: dict[str, Any] = {
     "memory_mib": 0,
     "vcpus": 0,
     "runtime": {},
+    "migration_method": "",  # "" (live where possible), "live" or "shutdown"
+    "migration": {},  # the move in progress (MIGRATION_FIELDS), {} when none
+    "last_migration": {},  # the last finished move: source, target, method, seconds
+    "resume_on_ready": "",  # shut down by this node's flush: started again on its ready
+}
+MIGRATION_FIELDS: dict[str, Any] = {
+    "id": "",
+    "source": "",
+    "target": "",
+    "method": "",  # requested method; "" = live where possible, else shutdown
+    "phase": "requested",  # MigrationPhase
+    "used": "",  # the method the source used: live or shutdown
+    "requested_at": 0.0,
 }
 VM_RUNTIME_FIELDS: dict[str, Any] = {
     "power_state": PowerState.UNKNOWN.value,
@@ -117,6 +142,9 @@ NODE_FIELDS: dict[str, Any] = {
     "running_vms": [],
     "domains": [],  # uuids of the pvc-managed domains defined on this node's libvirt
     "keepalive_at": 0.0,
+    "migration_uri": "",  # libvirt URI peers use to live-migrate onto this node
+    "migration_address": "",  # migration data URI, e.g. tcp://10.0.0.2
+    "domain_progress": {},  # the running or last flush/ready: action, items, finished
 }
 
 

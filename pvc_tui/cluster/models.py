@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pvc_tui.cluster.layout import DaemonState, PowerState
@@ -36,6 +36,36 @@ class VMRuntime:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """A move of a VM between nodes (in progress, or the last one finished)."""
+
+    id: str = ""
+    source: str = ""
+    target: str = ""
+    method: str = ""
+    phase: str = ""
+    used: str = ""
+    requested_at: float = 0.0
+    seconds: float = 0.0  # set when finished
+
+    @classmethod
+    def from_record(cls, raw: Any) -> Migration | None:
+        """Build from a `migration` sub-document; None for {} or garbage."""
+        if not isinstance(raw, dict) or not raw.get("id"):
+            return None
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for key in ("id", "source", "target", "method", "phase", "used", "requested_at",
+                    "seconds"):
+            default = getattr(defaults, key)
+            value = raw.get(key, default)
+            if isinstance(default, float) and isinstance(value, int):
+                value = float(value)
+            values[key] = value if type(value) is type(default) else default
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class VM:
     """A virtual machine: desired state (operators) plus runtime (its agent)."""
 
@@ -48,6 +78,10 @@ class VM:
     memory_mib: int = 0
     vcpus: int = 0
     runtime: VMRuntime = field(default_factory=VMRuntime)
+    migration_method: str = ""
+    migration: Migration | None = None  # in progress
+    last_migration: Migration | None = None
+    resume_on_ready: str = ""
     version: int = -1  # znode version of the record, for compare-and-set
 
     @property
@@ -70,6 +104,10 @@ class VM:
             memory_mib=record["memory_mib"],
             vcpus=record["vcpus"],
             runtime=VMRuntime.from_record(record["runtime"]),
+            migration_method=record["migration_method"],
+            migration=Migration.from_record(record["migration"]),
+            last_migration=Migration.from_record(record["last_migration"]),
+            resume_on_ready=record["resume_on_ready"],
             version=version,
         )
 
@@ -87,6 +125,10 @@ class VM:
             "vcpus": self.vcpus,
             "cpu_time_ns": self.runtime.cpu_time_ns,
             "runtime_updated_at": self.runtime.updated_at,
+            "migration_method": self.migration_method,
+            "migration": asdict(self.migration) if self.migration else None,
+            "last_migration": asdict(self.last_migration) if self.last_migration else None,
+            "resume_on_ready": self.resume_on_ready,
         }
 
 
@@ -112,6 +154,9 @@ class Node:
     running_vms: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     keepalive_at: float = 0.0
+    migration_uri: str = ""
+    migration_address: str = ""
+    domain_progress: dict[str, Any] = field(default_factory=dict)
     version: int = -1
 
     @classmethod
@@ -143,6 +188,9 @@ class Node:
             running_vms=tuple(str(v) for v in record["running_vms"]),
             domains=tuple(str(v) for v in record["domains"]),
             keepalive_at=record["keepalive_at"],
+            migration_uri=record["migration_uri"],
+            migration_address=record["migration_address"],
+            domain_progress=record["domain_progress"],
             version=version,
         )
 
@@ -166,4 +214,5 @@ class Node:
             "vm_count": self.vm_count,
             "running_vms": list(self.running_vms),
             "keepalive_at": self.keepalive_at,
+            "domain_progress": self.domain_progress,
         }
