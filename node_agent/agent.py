@@ -225,15 +225,16 @@ class NodeAgent:
         if self._daemon_state == DaemonState.INIT:
             self._daemon_state = DaemonState.RUN
             keepalive_due = True
+        # Which VMs are busy is decided before libvirt is read: a task ending after this
+        # point wakes the loop again (deferred); one that ended before is in the snapshot.
+        with self._lock:
+            busy = {w.uuid for w in mine if w.uuid in self._in_flight}
+            self._deferred |= busy
         domains = self.hypervisor.domains()
         # The node summary first: whoever sees a VM's new runtime sees its node current.
         self._keepalive(mine, domains, keepalive_due)
         for want in mine:
-            with self._lock:
-                busy = want.uuid in self._in_flight
-                if busy:  # publish once its task has ended
-                    self._deferred.add(want.uuid)
-            if not busy:
+            if want.uuid not in busy:
                 self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
 
     def _submit(self, uuid: str, task: Callable[..., None], *args: Any) -> None:

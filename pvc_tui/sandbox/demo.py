@@ -16,6 +16,7 @@ from typing import Any
 
 from pvc_tui.cluster import AlreadyExists, ClusterClient
 from pvc_tui.cluster.errors import InvalidRequest
+from pvc_tui.cluster.layout import VMState
 from pvc_tui.sandbox.processes import ProcessRef, is_running, spawn, terminate
 from pvc_tui.sandbox.zookeeper import ZooKeeperServer, start_zookeeper, zookeeper_running
 
@@ -166,6 +167,8 @@ def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
             _define_demo_vms(client, sandbox, say)
             sandbox.demo_vms_defined = True
             sandbox.save()
+        for vm in client.list_vms(state=VMState.START.value):  # a settled cluster
+            client.wait_vm_state(vm, VMState.START, timeout=120.0)
     return sandbox
 
 
@@ -287,8 +290,6 @@ def _define_demo_vms(client: ClusterClient, sandbox: Sandbox, say: Any) -> None:
             continue
     if defined:
         say(f"starting demo VMs: {', '.join(defined)}")
-    for name in defined:
-        client.start_vm(name, wait=True, timeout=120.0)
 
 
 def down(state_dir: Path) -> bool:
