@@ -8,12 +8,15 @@ ZooKeeper is unreachable the agent does nothing to its guests.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -34,12 +37,27 @@ from node_agent.reconciler import Desired, Reconciler
 from node_agent.records import AgentRecords
 from pvc_tui import __version__
 from pvc_tui.cluster import layout
-from pvc_tui.cluster.connection import ensure_schema
+from pvc_tui.cluster.connection import cluster_id, ensure_schema
 from pvc_tui.cluster.layout import DaemonState, PowerState
 
 log = logging.getLogger(__name__)
 # Fields of a VM record that change what the agent must do (runtime does not).
 _DESIRED_KEYS = ("name", "state", "node", "migration")
+
+
+class NodeTaken(Exception):
+    """Another live agent process already serves this node."""
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host and has not exited (zombies have)."""
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
 class NodeAgent:
@@ -57,6 +75,10 @@ class NodeAgent:
         self._daemon_state = DaemonState.INIT
         self._next_keepalive = 0.0
         self._reported: tuple[Any, ...] = ()
+        self._retry_at = 0.0
+        self._exit_code = 0
+        self._cluster_id = ""
+        self._reporter = ""
         self.hypervisor = Hypervisor(config.libvirt_uri, self.wake)
         self._pool = ThreadPoolExecutor(config.reconcile_workers, thread_name_prefix="vm")
         self._in_flight: dict[str, Future[None]] = {}
@@ -100,6 +122,8 @@ class NodeAgent:
                     log.warning("waiting for ZooKeeper at %s", self.config.zk)
                     waited_since = time.monotonic()
                 continue
+            if time.monotonic() < self._retry_at:
+                continue  # backing off after a failed pass
             try:
                 if self._need_register.is_set():
                     self._need_register.clear()
@@ -109,17 +133,33 @@ class NodeAgent:
                         self.domain_runner.start()
                         watching = True
                 self._pass()
+                self._retry_at = 0.0
+            except NodeTaken as exc:
+                log.error("%s", exc)
+                self._stop.set()
+                self._exit_code = 1
             except (ConnectionLoss, SessionExpiredError) as exc:
                 log.warning("ZooKeeper connection lost during a pass (%s); will retry",
                             type(exc).__name__)
             except libvirt.libvirtError as exc:
-                log.error("libvirt error: %s; retrying in %g s", exc.get_error_message(),
-                          self.config.keepalive_interval)
+                self._back_off(f"libvirt error: {exc.get_error_message()}")
+            except Exception as exc:  # never die of one bad pass: report and retry
+                log.exception("reconcile pass failed")
+                self._back_off(f"{type(exc).__name__}: {exc}")
         self._shutdown()
-        return 0
+        return self._exit_code
+
+    def _back_off(self, why: str) -> None:
+        log.error("%s; retrying in %g s", why, self.config.keepalive_interval)
+        self._retry_at = time.monotonic() + self.config.keepalive_interval
+        self._need_register.set()  # re-read everything on the next try
 
     def _sleep_time(self) -> float:
         now = time.monotonic()
+        if not self.zk.connected:
+            return self.config.keepalive_interval  # the session listener wakes us
+        if self._retry_at > now:
+            return self._retry_at - now
         until = self._next_keepalive - now
         deadline = self.reconciler.next_deadline()
         if deadline is not None:
@@ -128,6 +168,9 @@ class NodeAgent:
 
     def _on_zk_state(self, state: str) -> None:
         log.info("ZooKeeper session: %s", state)
+        if state in (KazooState.SUSPENDED, KazooState.LOST):
+            with self._lock:  # the first pass after this reads every record afresh
+                self._records.clear()
         if state == KazooState.CONNECTED:
             self._need_register.set()
             self._wake.set()
@@ -136,11 +179,14 @@ class NodeAgent:
         log.info("stopping: node %s goes to daemon state stop; guests keep running", self.name)
         self.domain_runner.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self.zk.connected:
+        if self.zk.connected and self._reporter:  # only what this agent registered
             try:
                 self._daemon_state = DaemonState.STOP
                 self.records.write_node({"daemon_state": DaemonState.STOP.value})
-                self.zk.delete(layout.node_alive_path(self.name))
+                alive = layout.node_alive_path(self.name)
+                _, stat = self.zk.get(alive)
+                if stat.ephemeralOwner == self.zk.client_id[0]:
+                    self.zk.delete(alive, version=stat.version)
             except Exception as exc:  # leaving anyway; the session's end removes `alive`
                 log.warning("could not record stop: %s", exc)
         self.zk.stop()
@@ -151,17 +197,28 @@ class NodeAgent:
 
     def _register(self) -> None:
         ensure_schema(self.zk)
-        self.records.write_node({"daemon_state": self._daemon_state.value})
+        self.reconciler.cluster_id = self._cluster_id = cluster_id(self.zk)
+        with contextlib.suppress(NodeExistsError):  # the parent of `alive`
+            self.zk.create(layout.node_path(self.name),
+                           layout.encode(layout.new_node_record(name=self.name)))
         alive = layout.node_alive_path(self.name)
+        me = layout.alive_data(socket.gethostname(), os.getpid())
         try:
-            self.zk.create(alive, str(os.getpid()).encode(), ephemeral=True)
+            self.zk.create(alive, me, ephemeral=True)
         except NodeExistsError:
-            _, stat = self.zk.get(alive)
+            data, stat = self.zk.get(alive)
             if stat.ephemeralOwner != self.zk.client_id[0]:
-                log.warning("a previous session of node %s is still registered; taking over",
-                            self.name)
+                host, pid = layout.parse_alive(data)
+                if host != socket.gethostname() or _pid_alive(pid):
+                    raise NodeTaken(f"node {self.name} is already served by pid {pid} on "
+                                    f"{host or 'another host'}; not starting a second agent"
+                                    ) from None
+                log.warning("a dead agent's session (pid %d) still holds node %s; taking over",
+                            pid, self.name)
                 self.zk.delete(alive)
-                self.zk.create(alive, str(os.getpid()).encode(), ephemeral=True)
+                self.zk.create(alive, me, ephemeral=True)
+        self._reporter = me.decode()
+        self.records.write_node({"daemon_state": self._daemon_state.value})
         self._next_keepalive = 0.0
         log.info("registered node %s (session 0x%x)", self.name, self.zk.client_id[0])
 
@@ -201,12 +258,16 @@ class NodeAgent:
         in_cluster = set(self.zk.get_children(layout.VMS))
         with self._lock:
             cached = {u: self._records[u] for u in in_cluster if u in self._records}
-        for uuid in in_cluster - set(cached):  # watch not fired yet: read it now
+        for uuid in in_cluster - set(cached):  # not (or no longer) cached: read it now
             try:
                 data, stat = self.zk.get(layout.vm_path(uuid))
-                cached[uuid] = (layout.decode(data, layout.VM_FIELDS), stat.version)
+                entry = (layout.decode(data, layout.VM_FIELDS), stat.version)
             except (NoNodeError, layout.RecordError):
                 continue
+            cached[uuid] = entry
+            with self._lock:  # keep it unless a watch already stored a newer version
+                if self._records.get(uuid, ({}, -1))[1] < stat.version:
+                    self._records[uuid] = entry
         domains = self.hypervisor.domains()
         mine: list[Desired] = []
         for uuid, (rec, version) in cached.items():
@@ -219,8 +280,9 @@ class NodeAgent:
             elif uuid in domains or (rec["migration"] or {}).get("source") == self.name:
                 self._submit(uuid, self.reconciler.depart, want)
         for uuid, dom in domains.items():
-            if dom.managed and uuid not in in_cluster:
+            if uuid not in in_cluster and dom.managed_by(self._cluster_id):
                 self._submit(uuid, self.reconciler.remove_unassigned, uuid, dom.name)
+        self.reconciler.forget_deadlines_except(set(cached))
         keepalive_due = time.monotonic() >= self._next_keepalive
         if self._daemon_state == DaemonState.INIT:
             self._daemon_state = DaemonState.RUN
@@ -266,10 +328,11 @@ class NodeAgent:
             "memory_mib": dom.memory_mib if dom else 0,
             "vcpus": dom.vcpus if dom else 0,
             "cpu_time_ns": dom.cpu_time_ns if dom else 0,
+            "reporter": self._reporter,
         }
         old = want.record.get("runtime") or {}
-        keys = ("power_state", "node", "memory_mib", "vcpus") + (("cpu_time_ns",) if with_cpu
-                                                                 else ())
+        keys = ("power_state", "node", "memory_mib", "vcpus", "reporter") + (
+            ("cpu_time_ns",) if with_cpu else ())
         if all(old.get(k) == runtime[k] for k in keys):
             return
         runtime["updated_at"] = time.time()
@@ -284,15 +347,17 @@ class NodeAgent:
 
     def _keepalive(self, mine: list[Desired], domains: dict[str, DomainInfo],
                    due: bool) -> None:
-        running = [w for w in mine if (d := domains.get(w.uuid)) is not None
-                   and d.power_state in (PowerState.RUNNING, PowerState.PAUSED)]
-        managed = sorted(u for u, d in domains.items() if d.managed)
-        reported = (tuple(sorted(w.name for w in running)), tuple(managed), len(mine),
+        # What runs here is what loads the node, whoever it is assigned to.
+        running = sorted((d for d in domains.values() if d.managed_by(self._cluster_id)
+                          and d.power_state in (PowerState.RUNNING, PowerState.PAUSED)),
+                         key=lambda d: d.name)
+        managed = sorted(u for u, d in domains.items() if d.managed_by(self._cluster_id))
+        reported = (tuple(d.name for d in running), tuple(managed), len(mine),
                     self._daemon_state)
         if not due and reported == self._reported:
             return
         cpus, mem_total, mem_free = self.hypervisor.host_info()
-        mem_alloc = sum(domains[w.uuid].memory_mib for w in running)
+        mem_alloc = sum(d.memory_mib for d in running)
         if mem_free <= 0:  # the driver cannot tell (test://): derive from allocations
             mem_free = max(mem_total - mem_alloc, 0)
         self.records.write_node({
@@ -308,7 +373,7 @@ class NodeAgent:
             "mem_free_mib": mem_free,
             "mem_used_mib": max(mem_total - mem_free, 0),
             "mem_allocated_mib": mem_alloc,
-            "vcpus_allocated": sum(domains[w.uuid].vcpus for w in running),
+            "vcpus_allocated": sum(d.vcpus for d in running),
             "vm_count": len(mine),
             "running_vms": list(reported[0]),
             "domains": managed,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pvc_tui.cluster.connection import check_hosts
 from pvc_tui.cluster.domain_xml import check_name
 from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.placement import check_selector
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,13 @@ class AgentConfig:
         check_name(self.name, "node name")
         if not self.libvirt_uri:
             raise InvalidRequest("a libvirt URI is required")
+        check_hosts(self.zk)
         for key in ("keepalive_interval", "shutdown_timeout", "zk_connect_timeout"):
-            if getattr(self, key) <= 0:
-                raise InvalidRequest(f"{key} must be positive")
+            value = getattr(self, key)
+            if not math.isfinite(value) or not 0 < value <= 86400:
+                raise InvalidRequest(f"{key} must be between 0 and 86400 seconds")
+        if self.log_level not in LOG_LEVELS:
+            raise InvalidRequest(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if not 1 <= self.reconcile_workers <= 64:
             raise InvalidRequest("reconcile_workers must be between 1 and 64")
         if not 1 <= self.flush_concurrency <= 64:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from pvc_tui.cluster.domain_xml import is_managed
+from pvc_tui.cluster.domain_xml import managed_by
 from pvc_tui.cluster.layout import PowerState
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,11 @@ class DomainInfo:
     memory_mib: int
     vcpus: int
     cpu_time_ns: int
-    managed: bool
+    cluster: str | None  # the cluster id in pvc's marker; None: not pvc's
+
+    def managed_by(self, cluster: str) -> bool:
+        """Whether this domain was defined by an agent of `cluster`."""
+        return self.cluster == cluster
 
 
 class Hypervisor:
@@ -142,7 +146,7 @@ class Hypervisor:
             memory_mib=int(max_kib) // 1024,
             vcpus=int(vcpus),
             cpu_time_ns=int(cpu_ns),
-            managed=is_managed(dom.XMLDesc(0)),
+            cluster=managed_by(dom.XMLDesc(0)),
         )
 
     def lookup(self, uuid: str) -> libvirt.virDomain | None:

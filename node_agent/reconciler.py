@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import libvirt
+from kazoo.exceptions import ConnectionLoss, NoNodeError, SessionExpiredError
 
 from node_agent.hypervisor import Hypervisor, power_state_of
 from pvc_tui.cluster.domain_xml import mark_managed, with_console_log
@@ -68,6 +69,7 @@ class Reconciler:
         self._shutdown_timeout = shutdown_timeout
         self._shutdown_deadlines: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.cluster_id = ""  # set by the agent once it knows the cluster
 
     def needs_work(self, want: Desired, power: PowerState | None) -> bool:
         """Whether `reconcile` would do anything now for this VM assigned here (cheap;
@@ -94,6 +96,12 @@ class Reconciler:
             deadline = self._shutdown_deadlines.get(want.uuid)
         return deadline is None or time.monotonic() >= deadline
 
+    def forget_deadlines_except(self, uuids: set[str]) -> None:
+        """Drop shutdown deadlines of VMs that are gone from the cluster."""
+        with self._lock:
+            for uuid in set(self._shutdown_deadlines) - uuids:
+                del self._shutdown_deadlines[uuid]
+
     def next_deadline(self) -> float | None:
         """The earliest moment a graceful shutdown must be checked again."""
         with self._lock:
@@ -108,11 +116,18 @@ class Reconciler:
             return  # the source still owns the domain
         try:
             self._step(want)
-        except libvirt.libvirtError as exc:
-            reason = (exc.get_error_message() or str(exc))[:MAX_REASON_CHARS]
+        except NoNodeError:
+            return  # undefined meanwhile: the next pass removes the domain
+        except (ConnectionLoss, SessionExpiredError):
+            raise  # not the VM's fault: the next pass tries again
+        except Exception as exc:  # libvirt's refusal, or XML libvirt cannot take
+            if isinstance(exc, libvirt.libvirtError):
+                reason = exc.get_error_message() or str(exc)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             log.warning("VM %s: %s failed: %s", want.name, want.state, reason)
             self._forget_shutdown(want.uuid)
-            self._fail(want, reason)
+            self._fail(want, reason[:MAX_REASON_CHARS])
             return
         if move is not None and move.target == self._name:
             self._finish_move(want, move)
@@ -124,7 +139,7 @@ class Reconciler:
         if dom is None:
             log.info("VM %s: defining on this node", want.name)
             xml = with_console_log(self._cluster.fetch_xml(want.uuid), self._console_log_dir)
-            dom = self._hv.define(mark_managed(xml))
+            dom = self._hv.define(mark_managed(xml, self.cluster_id))
         power = power_state_of(dom)
         if want.state == VMState.START:
             self._forget_shutdown(want.uuid)
@@ -196,6 +211,8 @@ class Reconciler:
         except libvirt.libvirtError as exc:
             log.warning("VM %s: leaving this node failed (retrying): %s", want.name,
                         exc.get_error_message())
+        except NoNodeError:
+            return  # undefined meanwhile
 
     def _depart(self, want: Desired) -> None:
         move = want.migration
@@ -293,15 +310,11 @@ class Reconciler:
                      want.record["node"])
             self._hv.remove(want.uuid)
             return
-        runtime = want.record.get("runtime") or {}
-        if (runtime.get("node") == want.record["node"]
-                and runtime.get("power_state") == PowerState.RUNNING):
-            log.warning("VM %s runs on %s and here: powering off the stale copy here",
-                        want.name, want.record["node"])
-            self._hv.remove(want.uuid)
-        else:
-            log.warning("VM %s is assigned to %s but runs here; leaving it running",
-                        want.name, want.record["node"])
+        # Assigned elsewhere with no move from here under way: this copy is stale, and
+        # a VM must never run on two nodes.
+        log.warning("VM %s belongs to %s but runs here: powering off this copy",
+                    want.name, want.record["node"])
+        self._hv.remove(want.uuid)
 
     # ---- VMs no longer in the cluster -----------------------------------------------
 

@@ -85,9 +85,9 @@ class AgentProcess:
 
 def wait_agent_running(client: ClusterClient, agent: AgentProcess, timeout: float = 20) -> None:
     """Until this agent process holds the node's liveness znode and reports `run`."""
-    pid = str(agent.ref.pid).encode()
     wait_on_znode(client.zk, layout.node_alive_path(agent.name),
-                  lambda d, s: True if d == pid else None, timeout,
+                  lambda d, s: True if layout.parse_alive(d)[1] == agent.ref.pid else None,
+                  timeout,
                   lambda: f"agent {agent.name} did not register:\n{agent.log_text()}")
 
     def running(data: bytes | None, stat: Any) -> bool | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +59,7 @@ def test_undefine_removes_the_domain(client: ClusterClient, start_agent: AgentFa
     vm = client.define_vm(vm_xml("web1"), "hv1", start=True)
     client.start_vm("web1", wait=True, timeout=20)
     assert vm.uuid in client.get_node("hv1").domains
-    client.undefine_vm("web1", wait=True, timeout=20)
+    client.undefine_vm("web1", wait=True, timeout=20, force=True)
     assert vm.uuid not in client.get_node("hv1").domains
     assert client.get_node("hv1").running_vms == ()
 
@@ -70,6 +72,9 @@ def test_vms_on_other_nodes_are_left_alone(client: ClusterClient,
     client.define_vm(vm_xml("b"), "hv2", start=True)
     client.start_vm("a", wait=True, timeout=20)
     client.start_vm("b", wait=True, timeout=20)
+    a, b = client.get_vm("a"), client.get_vm("b")
+    assert client.get_node("hv1").domains == (a.uuid,)  # libvirt's view, not the records'
+    assert client.get_node("hv2").domains == (b.uuid,)
     assert client.get_node("hv1").running_vms == ("a",)
     assert client.get_node("hv2").running_vms == ("b",)
 
@@ -82,6 +87,7 @@ def test_sigkilled_agent_dies_then_restores_desired_state(
     client.start_vm("up1", wait=True, timeout=20)
     os.kill(agent.ref.pid, signal.SIGKILL)
     agent.proc.wait(timeout=5)
+    killed_at = time.time()
     # its session ends: the liveness znode goes and the node reads as dead
     wait_on_znode(client.zk, layout.node_alive_path("hv1"),
                   lambda d, s: True if s is None else None, 15, lambda: "alive znode stayed")
@@ -89,7 +95,8 @@ def test_sigkilled_agent_dies_then_restores_desired_state(
     # a new agent (with a fresh test hypervisor) makes libvirt match the records again
     start_agent("hv1")
     assert client.get_vm("up1").state == "start"
-    client.start_vm("up1", wait=True, timeout=20)
+    vm = client.start_vm("up1", wait=True, timeout=20)
+    assert vm.runtime.updated_at > killed_at  # reported by the new agent
     assert client.get_vm("down1").state == "stop"
     assert client.stop_vm("down1", wait=True, timeout=20).power_state == "shutoff"
     assert client.get_node("hv1").running_vms == ("up1",)
@@ -106,14 +113,44 @@ def test_sigterm_marks_node_stopped(client: ClusterClient, start_agent: AgentFac
     assert client.get_node("hv1").daemon_state == "run"
 
 
-def test_agent_waits_for_zookeeper_instead_of_failing(
-        client: ClusterClient, start_agent: AgentFactory, zk_hosts: str) -> None:
-    from pvc_tui.sandbox.zookeeper import free_port
+def test_agent_waits_for_zookeeper_then_registers(start_agent: AgentFactory,
+                                                  tmp_path: Path) -> None:
+    from pvc_tui.sandbox.zookeeper import free_port, start_zookeeper, stop_zookeeper
 
-    agent = start_agent("hv1", "--zk", f"127.0.0.1:{free_port()}", wait=False)
-    with pytest.raises(Exception, match="did not register"):
-        wait_agent_running(client, agent, timeout=3)
+    port = free_port()
+    agent = start_agent("hv1", "--zk", f"127.0.0.1:{port}", wait=False)
+    assert agent.proc.poll() is None
+    time.sleep(2)  # nothing to wait on: ZooKeeper is not there yet
     assert agent.proc.poll() is None  # still running, still trying
+    server = start_zookeeper(tmp_path / "late-zk", port=port, fast_unsafe=True)
+    try:
+        with ClusterClient.connect(server.address) as late:
+            wait_agent_running(late, agent)
+            assert late.get_node("hv1").alive
+    finally:
+        stop_zookeeper(server)
+
+
+def test_second_agent_for_the_same_node_is_refused(client: ClusterClient,
+                                                   start_agent: AgentFactory) -> None:
+    first = start_agent("hv1")
+    second = start_agent("hv1", wait=False)
+    assert second.proc.wait(timeout=20) == 1
+    assert "already served by pid" in second.log_text()
+    assert first.proc.poll() is None
+    assert layout.parse_alive(client.zk.get(layout.node_alive_path("hv1"))[0])[1] == first.ref.pid
+
+
+def test_define_undefine_churn_never_kills_the_agent(client: ClusterClient,
+                                                     start_agent: AgentFactory) -> None:
+    agent = start_agent("hv1")
+    for i in range(10):
+        client.define_vm(vm_xml(f"churn{i}"), "hv1", start=True)
+        client.undefine_vm(f"churn{i}", force=True)
+    client.define_vm(vm_xml("after"), "hv1", start=True)
+    assert client.start_vm("after", wait=True, timeout=20).power_state == "running"
+    assert agent.proc.poll() is None
+    assert "Traceback" not in agent.log_text()
 
 
 def test_bad_agent_config_is_one_line_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -106,3 +106,77 @@ def test_zookeeper_outage_never_powers_off_guests(
         if agent is not None:
             agent.stop()
         stop_zookeeper(server)
+
+
+def test_session_expiry_reregisters_and_keeps_guests(
+        client: ClusterClient, zk_hosts: str, hypervisor: libvirt.virConnect) -> None:
+    from kazoo.client import KazooClient
+
+    agent = AgentThread(zk_hosts)
+    wait_node_run(client)
+    vm = client.define_vm(vm_xml("g1"), "hv1", start=True)
+    client.start_vm("g1", wait=True, timeout=20)
+    dom_id = hypervisor.lookupByUUIDString(vm.uuid).ID()
+    old_session = agent.agent.zk.client_id
+    # Expire the agent's session the way a server does: another client takes it, then
+    # closes it.
+    thief = KazooClient(hosts=zk_hosts.split("/")[0], client_id=old_session)
+    thief.start(timeout=10)
+    thief.stop()
+    thief.close()
+
+    def owner_changed(data: bytes | None, stat: object) -> bool | None:
+        owner = getattr(stat, "ephemeralOwner", None)
+        return True if owner is not None and owner != old_session[0] else None
+
+    wait_on_znode(client.zk, layout.node_alive_path("hv1"), owner_changed, 30,
+                  lambda: "agent did not re-register after its session expired")
+    wait_node_run(client)
+    assert hypervisor.lookupByUUIDString(vm.uuid).ID() == dom_id  # untouched
+    client.define_vm(vm_xml("g2"), "hv1", start=True)  # and it works on
+    assert client.start_vm("g2", wait=True, timeout=20).power_state == "running"
+    agent.stop()
+
+
+def test_domains_of_another_cluster_are_never_removed(
+        client: ClusterClient, zk_hosts: str, hypervisor: libvirt.virConnect) -> None:
+    from pvc_tui.cluster.domain_xml import mark_managed
+
+    foreign = hypervisor.defineXML(mark_managed(vm_xml("foreign1"), "some-other-cluster"))
+    foreign.create()
+    agent = AgentThread(zk_hosts)
+    wait_node_run(client)
+    client.define_vm(vm_xml("ours"), "hv1", start=True)
+    client.start_vm("ours", wait=True, timeout=20)
+    assert foreign.isActive()  # not in this cluster's records, but not this cluster's
+    assert foreign.UUIDString() not in client.get_node("hv1").domains
+    agent.stop()
+
+
+def test_a_copy_assigned_elsewhere_is_powered_off(
+        client: ClusterClient, zk_hosts: str, hypervisor: libvirt.virConnect,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A VM must never run on two nodes: a running copy whose record names another
+    node, with no move from here under way, is stale."""
+    from pvc_tui.cluster.connection import cluster_id
+    from pvc_tui.cluster.domain_xml import mark_managed
+
+    client.zk.create(layout.node_path("hv2"), layout.encode(layout.new_node_record(
+        name="hv2", daemon_state="run")))
+    vm = client.define_vm(vm_xml("twin"), "hv2", start=True)
+    stale = hypervisor.defineXML(mark_managed(client.get_vm_xml("twin"), cluster_id(client.zk)))
+    stale.create()
+    agent = AgentThread(zk_hosts)
+    wait_node_run(client)
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # libvirt's own view; a removal has no record
+        try:
+            hypervisor.lookupByUUIDString(vm.uuid)
+        except libvirt.libvirtError:
+            break
+        time.sleep(0.05)
+    with pytest.raises(libvirt.libvirtError):
+        hypervisor.lookupByUUIDString(vm.uuid)
+    assert "powering off this copy" in caplog.text
+    agent.stop()

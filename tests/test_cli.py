@@ -81,7 +81,11 @@ def test_failed_operation_exits_1(zk_hosts: str, start_agent: AgentFactory,
     (("vm", "restart", "off1"), "use start"),
     (("vm", "frobnicate", "web1"), "invalid choice"),
     (("vm", "start"), "required"),
-    (("vm", "start", "web1", "--timeout", "-1"), "timeouts must be positive"),
+    (("vm", "start", "web1", "--timeout", "-1"), "not between 0 and"),
+    (("vm", "start", "web1", "--wait", "--timeout", "inf"), "not between 0 and"),
+    (("node", "info", ".."), "no node named '..'"),
+    (("vm", "list", "--node", ""), "no node named ''"),
+    (("vm", "define", "UUIDNAME", "--node", "hv1"), "looks like a UUID"),
 ])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(
         client: ClusterClient, zk_hosts: str, tmp_path: Path, args: tuple[str, ...],
@@ -90,7 +94,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     client.define_vm(vm_xml("web1"), "hv1", start=True)
     client.define_vm(vm_xml("off1"), "hv1")
     files = {"MALFORMED": "<domain><name>x</name>", "DUPLICATE": vm_xml("web1"),
-             "NEW": vm_xml("new1")}
+             "NEW": vm_xml("new1"),
+             "UUIDNAME": vm_xml("0b1f5c2e-8d1a-4c55-9d7e-2f4b6a8c9e01")}
     argv = []
     for arg in args:
         if arg in files:
@@ -123,3 +128,14 @@ def test_hostile_record_text_never_reaches_the_terminal(client: ClusterClient,
         out = pvc(*args, zk=zk_hosts).stdout
         assert "boom" in out
         assert not any(c in out for c in "\x1b\x07\x9b\u202e"), args
+
+
+def test_corrupt_record_is_a_one_line_error(client: ClusterClient, zk_hosts: str) -> None:
+    client.zk.create(layout.node_path("hv1"), layout.encode(layout.new_node_record(name="hv1")))
+    vm = client.define_vm(vm_xml("web1"), "hv1")
+    client.define_vm(vm_xml("web2"), "hv1")
+    client.zk.set(layout.vm_path(vm.uuid), b"{broken")
+    for args in (("vm", "info", "web1"), ("vm", "start", "web1")):
+        assert_one_line_error(pvc(*args, zk=zk_hosts), 1, "record of VM")
+    listed = pvc("vm", "list", zk=zk_hosts)  # the rest of the cluster still shows
+    assert listed.returncode == 0 and "web2" in listed.stdout

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pvc_tui.sandbox.processes import ProcessRef, is_running
@@ -54,14 +55,20 @@ def test_demo_up_status_down(tmp_path: Path) -> None:
                                                      "json").stdout)}
         assert "web1" not in names and len(names) == 3
 
+        refused = demo(state_dir, "demo", "up", "--driver", "qemu")
+        assert refused.returncode == 2 and "run `pvc-tui demo down` first" in refused.stderr
+        assert recorded_processes(state_dir) == before
+
         # repair: a dead agent is started again by `up`, and its VMs run again
         os.kill(before[1].pid, signal.SIGKILL)
+        killed_at = time.time()
         assert demo(state_dir, "demo", "up").returncode == 0
         after = recorded_processes(state_dir)
         assert after[1] != before[1] and is_running(after[1])
         vms = json.loads(demo(state_dir, "vm", "list", "--node", "hv1", "--format",
                               "json").stdout)
         assert vms and all(v["power_state"] == "running" for v in vms)
+        assert all(v["runtime_updated_at"] > killed_at for v in vms)  # the new agent's word
 
         overview = demo(state_dir)  # no command: the node and VM tables
         assert overview.returncode == 0 and "hv1" in overview.stdout
@@ -75,7 +82,13 @@ def test_demo_up_status_down(tmp_path: Path) -> None:
     assert demo(state_dir, "demo", "status").returncode == 1
 
 
-def test_demo_refuses_a_different_driver_and_bad_counts(tmp_path: Path) -> None:
-    run = demo(tmp_path / "s", "demo", "up", "--driver", "test", "--nodes", "0")
-    assert run.returncode == 2 and "--nodes must be between 1 and 9" in run.stderr
+def test_demo_refuses_bad_node_counts(tmp_path: Path) -> None:
+    for count in ("0", "10"):
+        run = demo(tmp_path / "s", "demo", "up", "--driver", "test", "--nodes", count)
+        assert run.returncode == 2 and "--nodes must be between 1 and 9" in run.stderr
     assert not (tmp_path / "s" / "sandbox.json").exists()
+
+
+def test_state_dir_goes_after_the_action_too(tmp_path: Path) -> None:
+    run = demo(tmp_path / "unused", "demo", "status", "--state-dir", str(tmp_path / "x"))
+    assert run.returncode == 1 and f"no sandbox in {tmp_path / 'x'}" in run.stderr

@@ -7,9 +7,10 @@ import pytest
 from pvc_tui.cluster import InvalidRequest, layout
 from pvc_tui.cluster.domain_xml import (
     console_log_file,
-    is_managed,
+    managed_by,
     mark_managed,
     parse_domain_xml,
+    with_console_log,
 )
 from pvc_tui.cluster.text import printable
 from tests.conftest import vm_xml
@@ -76,10 +77,15 @@ def test_managed_marker_and_console_log() -> None:
     xml = ("<domain type='qemu'><name>a</name><memory>1024</memory><devices><serial "
            "type='pty'><log file='/var/log/pvc/a.log' append='off'/></serial></devices>"
            "</domain>")
-    assert not is_managed(xml)
-    marked = mark_managed(xml)
-    assert is_managed(marked) and mark_managed(marked).count("managed") == 1
+    assert managed_by(xml) is None
+    marked = mark_managed(xml, "c1")
+    assert managed_by(marked) == "c1"
+    assert managed_by(mark_managed(marked, "c2")) == "c2"
+    assert mark_managed(marked, "c1").count("managed") == 1
     assert console_log_file(marked) == "/var/log/pvc/a.log"
+    moved = with_console_log(marked, "/srv/hv2/console")
+    assert console_log_file(moved) == "/srv/hv2/console/a.log"
+    assert with_console_log(moved, "/srv/hv2/console") == moved
 
 
 def test_printable_neutralises_terminal_controls() -> None:

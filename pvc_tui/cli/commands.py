@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 from pvc_tui.cli import output
-from pvc_tui.cluster import ClusterClient, InvalidRequest, moves
-from pvc_tui.cluster.layout import VMState
+from pvc_tui.cluster import ClusterClient, InvalidRequest, PvcError, moves
 from pvc_tui.cluster.text import printable
 
 
@@ -113,13 +113,7 @@ def vm_define(args: argparse.Namespace) -> int:
 def vm_undefine(args: argparse.Namespace) -> int:
     """`vm undefine VM [--yes] [--wait]`."""
     with connect(args) as client:
-        vm = client.get_vm(args.vm)
-        if vm.state in (VMState.START, VMState.RESTART) and not args.yes:
-            raise InvalidRequest(
-                f"VM {vm.name} is meant to be running: stop it first, or pass --yes to "
-                "power it off and remove it"
-            )
-        client.undefine_vm(vm.uuid, wait=args.wait, timeout=args.timeout)
+        vm = client.undefine_vm(args.vm, wait=args.wait, timeout=args.timeout, force=args.yes)
         done = "removed from" if args.wait else "undefined; its agent removes it from"
         print(f"VM {printable(vm.name)} {done} {vm.node}")
     return 0
@@ -136,10 +130,11 @@ def vm_set_state(args: argparse.Namespace) -> int:
             print(f"VM {name}: {args.state_action} done ({vm.power_state} on {vm.node})")
         else:
             print(f"VM {name}: {args.state_action} requested on {vm.node}")
-            node = client.get_node(vm.node)
-            if node.daemon_state != "run":
-                print(f"note: node {node.name}'s agent is {node.daemon_state}; it acts "
-                      "when it runs again", file=sys.stderr)
+            with contextlib.suppress(PvcError):  # only a note: the request stands
+                node = client.get_node(vm.node)
+                if node.daemon_state != "run":
+                    print(f"note: node {node.name}'s agent is {node.daemon_state}; it acts "
+                          "when it runs again", file=sys.stderr)
     return 0
 
 

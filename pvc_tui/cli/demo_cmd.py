@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pvc_tui.cli import commands, output
-from pvc_tui.cluster.errors import InvalidRequest
+from pvc_tui.cluster.errors import InvalidRequest, PvcError
 from pvc_tui.sandbox import demo
 from pvc_tui.sandbox.zookeeper import ZooKeeperError
 
@@ -22,8 +22,8 @@ def demo_up(args: argparse.Namespace) -> int:
         sandbox = demo.up(state_dir, nodes=args.nodes, driver=args.driver,
                           demo_vms=not args.no_vms,
                           keepalive_interval=args.keepalive_interval, progress=_progress)
-    except (ZooKeeperError, OSError) as exc:
-        raise InvalidRequest(f"sandbox failed to start: {exc}") from None
+    except (ZooKeeperError, OSError, RuntimeError) as exc:
+        raise PvcError(f"sandbox failed to start: {exc}") from None
     print(f"sandbox up: {len(sandbox.nodes)} {sandbox.driver} nodes, ZooKeeper at "
           f"{sandbox.zk} (state in {sandbox.state_dir})")
     return 0

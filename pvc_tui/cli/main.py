@@ -7,11 +7,14 @@ changed). Errors are one line on stderr.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from kazoo.exceptions import KazooException
 
 from pvc_tui.cli import commands, demo_cmd
 from pvc_tui.cluster.errors import PvcError
@@ -19,6 +22,7 @@ from pvc_tui.cluster.placement import SELECTORS
 from pvc_tui.cluster.text import printable
 
 FORMATS = ("table", "json")
+MAX_SECONDS = 86400.0
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--zk", help="ZooKeeper hosts (default: $PVC_ZK, else a running "
                         "sandbox, else 127.0.0.1:2181)")
-    parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--connect-timeout", type=seconds, default=5.0, metavar="SECONDS",
                         help="give up reaching ZooKeeper after this long (default 5)")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=OneLineParser)
 
@@ -116,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     _wait(p)
     p.set_defaults(run=commands.vm_move, move_kind="move")
 
-    demo = sub.add_parser("demo", help="a local sandbox cluster (up, status, down)")
-    demo.add_argument("--state-dir", type=Path, help="sandbox directory (default: "
-                      "$PVC_SANDBOX_DIR, else ~/.local/state/pvc-tui/sandbox)")
+    demo = sub.add_parser("demo", help="a local sandbox cluster (up, status, down); with "
+                          "no action: up, then show the cluster")
+    _state_dir(demo)
     demo.set_defaults(run=demo_cmd.demo_default)
     demo_sub = demo.add_subparsers(dest="action", metavar="ACTION",
                                    parser_class=OneLineParser)
@@ -129,14 +133,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="qemu: real guests under per-node libvirtd (default where "
                    "possible); test: libvirt's test driver")
     p.add_argument("--no-vms", action="store_true", help="do not define demo VMs")
-    p.add_argument("--keepalive-interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.add_argument("--keepalive-interval", type=seconds, default=5.0, help=argparse.SUPPRESS)
+    _state_dir(p)
     p.set_defaults(run=demo_cmd.demo_up)
     p = demo_sub.add_parser("status", help="what the sandbox runs")
     _format(p, default="json")
+    _state_dir(p)
     p.set_defaults(run=demo_cmd.demo_status)
     p = demo_sub.add_parser("down", help="stop everything the sandbox started and remove it")
+    _state_dir(p)
     p.set_defaults(run=demo_cmd.demo_down)
     return parser
+
+
+def seconds(text: str) -> float:
+    """A duration argument: a finite number of seconds, more than 0, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and {MAX_SECONDS} seconds")
+    return value
+
+
+def _state_dir(p: argparse.ArgumentParser) -> None:
+    # on `demo` and on each action, so both `demo --state-dir D up` and `demo up
+    # --state-dir D` work; SUPPRESS keeps an action's default from hiding the other
+    p.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS,
+                   help="sandbox directory (default: $PVC_SANDBOX_DIR, else "
+                   "~/.local/state/pvc-tui/sandbox)")
 
 
 def _format(p: argparse.ArgumentParser, default: str = "table") -> None:
@@ -147,22 +173,25 @@ def _wait(p: argparse.ArgumentParser, default: float = 120.0,
           what: str = "the agent reports the outcome") -> None:
     p.add_argument("--wait", action="store_true",
                    help=f"block until {what}; exit 1 if anything failed")
-    p.add_argument("--timeout", type=float, default=default, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=default, metavar="SECONDS",
                    help=f"how long --wait waits (default {default:g})")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of pvc-tui."""
     args = build_parser().parse_args(argv)
+    if not hasattr(args, "state_dir"):
+        args.state_dir = None
     run: Callable[[argparse.Namespace], int] = getattr(args, "run", commands.overview)
-    if getattr(args, "timeout", 1.0) <= 0 or args.connect_timeout <= 0:
-        print("pvc-tui: error: timeouts must be positive", file=sys.stderr)
-        return 2
     try:
         return run(args)
     except PvcError as exc:
         print(f"pvc-tui: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
+    except KazooException as exc:  # the session broke mid-command
+        print(f"pvc-tui: error: ZooKeeper failed: {type(exc).__name__} "
+              f"{printable(exc)}".rstrip(), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

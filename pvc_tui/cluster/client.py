@@ -79,12 +79,18 @@ class ClusterClient:
 
     def get_node(self, name: str) -> Node:
         """One node by name."""
+        if not layout.NAME_PATTERN.match(name):
+            raise NotFound(f"no node named {name!r}")
         try:
             data, stat = self.zk.get(layout.node_path(name))
         except NoNodeError:
             raise NotFound(f"no node named {name!r}") from None
         alive = self.zk.exists(layout.node_alive_path(name)) is not None
-        return Node.from_record(layout.decode(data, layout.NODE_FIELDS), stat.version, alive)
+        try:
+            record = layout.decode(data, layout.NODE_FIELDS)
+        except RecordError as exc:
+            raise RecordError(f"the record of node {name} is invalid: {exc}") from None
+        return Node.from_record(record, stat.version, alive)
 
     def list_vms(self, node: str | None = None, state: str | None = None) -> list[VM]:
         """All VMs, optionally only those on `node` or in desired `state`, sorted by name."""
@@ -134,15 +140,25 @@ class ClusterClient:
             data, stat = self.zk.get(layout.vm_path(uuid))
         except NoNodeError:
             raise NotFound(f"no VM with UUID {uuid}") from None
-        return VM.from_record(layout.decode(data, layout.VM_FIELDS), stat.version)
+        try:
+            record = layout.decode(data, layout.VM_FIELDS)
+        except RecordError as exc:
+            raise RecordError(f"the record of VM {uuid} is invalid: {exc}") from None
+        return VM.from_record(record, stat.version)
 
     # ---- define / undefine ---------------------------------------------------------
 
     def define_vm(self, xml_text: str, node: str, start: bool = False) -> VM:
         """Add a VM from libvirt domain XML to `node` (desired state stop, or start)."""
         spec = parse_domain_xml(xml_text)
+        if layout.UUID_PATTERN.match(spec.name):
+            raise InvalidRequest(f"VM name {spec.name!r} looks like a UUID: choose another")
         check_name(node, "node name")
         self.get_node(node)
+        for other in self.list_nodes():
+            if spec.uuid in other.domains:  # e.g. undefined a moment ago, still removing
+                raise AlreadyExists(f"a VM with UUID {spec.uuid} is still defined on "
+                                    f"{other.name}; wait until it is removed")
         record = layout.new_vm_record(
             name=spec.name,
             uuid=spec.uuid,
@@ -166,10 +182,18 @@ class ClusterClient:
         return self.get_vm(spec.uuid)
 
     def undefine_vm(self, name_or_uuid: str, wait: bool = False,
-                    timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
-        """Remove a VM from the cluster; its node's agent powers it off and undefines it."""
+                    timeout: float = DEFAULT_WAIT_TIMEOUT, force: bool = False) -> VM:
+        """Remove a VM from the cluster; its node's agent powers it off and undefines it.
+
+        A VM meant to be running (start, restart) is refused unless `force`.
+        """
         for _ in range(MAX_CAS_ATTEMPTS):
             vm = self.get_vm(name_or_uuid)
+            if vm.state in (VMState.START, VMState.RESTART) and not force:
+                raise InvalidRequest(
+                    f"VM {vm.name} is meant to be running: stop it first, or pass --yes to "
+                    "power it off and remove it"
+                )
             tx = self.zk.transaction()
             tx.delete(layout.vm_xml_path(vm.uuid))
             tx.delete(layout.vm_path(vm.uuid), version=vm.version)
@@ -184,6 +208,7 @@ class ClusterClient:
         if wait:
             self._wait_node(vm.node, lambda n: True if vm.uuid not in n.domains else None,
                             timeout, f"VM {vm.name} still defined on {vm.node}")
+        return vm
 
     # ---- placement ---------------------------------------------------------------
 
@@ -277,7 +302,10 @@ class ClusterClient:
                 data, stat = self.zk.get(layout.vm_path(uuid))
             except NoNodeError:
                 continue
-            record = layout.decode(data, layout.VM_FIELDS)
+            try:
+                record = layout.decode(data, layout.VM_FIELDS)
+            except RecordError as exc:
+                raise RecordError(f"the record of VM {uuid} is invalid: {exc}") from None
             mutate(record)
             try:
                 stat = self.zk.set(layout.vm_path(uuid), layout.encode(record),
@@ -297,7 +325,8 @@ class ClusterClient:
             if now.state == VMState.FAIL:
                 raise OperationFailed(f"VM {vm.name} failed: {now.failed_reason}")
             if goal is VMState.RESTART:
-                if now.state == VMState.START and now.power_state == PowerState.RUNNING:
+                if (now.state == VMState.START and now.power_state == PowerState.RUNNING
+                        and self.reported_live(now)):
                     return now
                 if now.state != VMState.RESTART and now.state != VMState.START:
                     raise OperationFailed(f"VM {vm.name} was set to {now.state} meanwhile")
@@ -305,7 +334,7 @@ class ClusterClient:
             if now.state != goal:
                 raise OperationFailed(f"VM {vm.name} was set to {now.state} meanwhile")
             want = PowerState.RUNNING if goal is VMState.START else PowerState.SHUTOFF
-            return now if now.power_state == want else None
+            return now if now.power_state == want and self.reported_live(now) else None
 
         return wait_on_znode(self.zk, layout.vm_path(vm.uuid), check, timeout,
                              lambda: self._stuck_reason(vm, goal))
@@ -322,14 +351,29 @@ class ClusterClient:
         wait_on_znode(self.zk, layout.node_path(name), on_data, timeout,
                       lambda: f"{what}{self._node_health_suffix(name)}")
 
+    def reported_live(self, vm: VM) -> bool:
+        """Whether `vm`'s runtime comes from the agent holding its node now (not from a
+        dead or replaced agent's last word)."""
+        try:
+            data, _ = self.zk.get(layout.node_alive_path(vm.node))
+        except NoNodeError:
+            return False
+        return bool(vm.runtime.reporter) and bytes(data).decode() == vm.runtime.reporter
+
     def _stuck_reason(self, vm: VM, goal: VMState) -> str:
         return f"VM {vm.name} has not reached {goal.value}{self._node_health_suffix(vm.node)}"
 
     def _node_health_suffix(self, name: str) -> str:
+        """Best effort, bounded: this runs when something already took too long."""
         try:
-            node = self.get_node(name)
-        except (NotFound, RecordError):
+            data, _ = self.zk.get_async(layout.node_path(name)).get(timeout=2.0)
+            alive = self.zk.exists_async(layout.node_alive_path(name)).get(timeout=2.0)
+            node = Node.from_record(layout.decode(data, layout.NODE_FIELDS), -1,
+                                    alive is not None)
+        except NoNodeError:
             return f": node {name} is not registered"
+        except Exception:  # ZooKeeper unreachable, or a bad record: say nothing more
+            return ""
         if node.daemon_state != "run":
             return f": node {name}'s agent is {node.daemon_state}"
         return ""

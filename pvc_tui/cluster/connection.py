@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import KazooRetry
@@ -23,10 +27,21 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 logging.getLogger("kazoo").addHandler(logging.NullHandler())
 
 
+_HOSTS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}(,[A-Za-z0-9.\-\[\]:]+:\d{1,5})*"
+                    r"(/[A-Za-z0-9._\-/]*)?$")
+
+
+def check_hosts(hosts: str) -> str:
+    """`hosts` if it reads as host:port[,host:port...][/chroot], else InvalidRequest."""
+    if not _HOSTS.match(hosts or ""):
+        raise InvalidRequest(f"invalid ZooKeeper address {hosts!r}: use host:port[,host:port]"
+                             "[/chroot]")
+    return hosts
+
+
 def connect(hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> KazooClient:
     """Start a kazoo client on `hosts` (host:port[,host:port][/chroot]) or fail in `timeout`."""
-    if not hosts or any(c.isspace() for c in hosts):
-        raise InvalidRequest(f"invalid ZooKeeper address {hosts!r}")
+    check_hosts(hosts)
     try:
         zk = KazooClient(
             hosts=hosts,
@@ -54,13 +69,11 @@ def ensure_schema(zk: KazooClient) -> int:
     """
     for path in (layout.NODES, layout.VMS, layout.VM_NAMES):
         zk.ensure_path(path)
-    if not zk.exists(layout.SCHEMA_VERSION_PATH):
-        try:
-            zk.create(layout.SCHEMA_VERSION_PATH, str(layout.SCHEMA_VERSION).encode(),
-                      makepath=True)
-        except Exception as exc:  # NodeExistsError: another writer won the race
-            if type(exc).__name__ != "NodeExistsError":
-                raise
+    for path, value in ((layout.SCHEMA_VERSION_PATH, str(layout.SCHEMA_VERSION)),
+                        (layout.CLUSTER_ID_PATH, uuid.uuid4().hex)):
+        if not zk.exists(path):
+            with contextlib.suppress(NodeExistsError):  # another writer won the race
+                zk.create(path, value.encode(), makepath=True)
     data, _ = zk.get(layout.SCHEMA_VERSION_PATH)
     try:
         version = int(data.decode())
@@ -72,6 +85,12 @@ def ensure_schema(zk: KazooClient) -> int:
             f"({layout.SCHEMA_VERSION}): upgrade pvc-tui"
         )
     return version
+
+
+def cluster_id(zk: KazooClient) -> str:
+    """The cluster's id (see layout.CLUSTER_ID_PATH)."""
+    data, _ = zk.get(layout.CLUSTER_ID_PATH)
+    return bytes(data).decode()
 
 
 def wait_on_znode(

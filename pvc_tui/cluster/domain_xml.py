@@ -116,25 +116,28 @@ def _vcpus(root: ET.Element) -> int:
     return vcpus
 
 
-def mark_managed(xml: str) -> str:
-    """Add pvc's <metadata> marker, by which an agent knows a domain is its to manage."""
+def mark_managed(xml: str, cluster: str) -> str:
+    """Add pvc's <metadata> marker with the cluster id: the domain is this cluster's."""
     ET.register_namespace("pvc", PVC_METADATA_NS)
     root = safe_fromstring(xml)
     metadata = root.find("metadata")
     if metadata is None:
         metadata = ET.SubElement(root, "metadata")
-    if metadata.find(f"{{{PVC_METADATA_NS}}}managed") is None:
-        ET.SubElement(metadata, f"{{{PVC_METADATA_NS}}}managed")
+    marker = metadata.find(f"{{{PVC_METADATA_NS}}}managed")
+    if marker is None:
+        marker = ET.SubElement(metadata, f"{{{PVC_METADATA_NS}}}managed")
+    marker.set("cluster", cluster)
     return ET.tostring(root, encoding="unicode")
 
 
-def is_managed(xml: str) -> bool:
-    """Whether a domain's XML carries pvc's marker."""
+def managed_by(xml: str) -> str | None:
+    """The cluster id in a domain's pvc marker, or None if it carries none."""
     try:
         root = safe_fromstring(xml)
     except (ET.ParseError, DefusedXmlException):
-        return False
-    return root.find(f"metadata/{{{PVC_METADATA_NS}}}managed") is not None
+        return None
+    marker = root.find(f"metadata/{{{PVC_METADATA_NS}}}managed")
+    return marker.get("cluster", "") if marker is not None else None
 
 
 def console_log_file(xml: str) -> str | None:

@@ -7,6 +7,7 @@ compare-and-set on the znode version updates it atomically; large blobs (the dom
 XML) live in child znodes.
 
     /pvc/schema/version            "1"
+    /pvc/schema/cluster_id         random hex id of this cluster
     /pvc/nodes/<name>              node record (NODE_FIELDS)
     /pvc/nodes/<name>/alive        ephemeral: exists while the node's agent is connected
     /pvc/vms/<uuid>                VM record (VM_FIELDS)
@@ -22,9 +23,14 @@ import re
 from enum import StrEnum
 from typing import Any
 
+from pvc_tui.cluster.errors import PvcError
+
 SCHEMA_VERSION = 1
 ROOT = "/pvc"
 SCHEMA_VERSION_PATH = f"{ROOT}/schema/version"
+# A random id made with the schema: agents stamp it into the domains they define and
+# only ever remove domains that carry it (a wrong or empty ZooKeeper removes nothing).
+CLUSTER_ID_PATH = f"{ROOT}/schema/cluster_id"
 NODES = f"{ROOT}/nodes"
 VMS = f"{ROOT}/vms"
 VM_NAMES = f"{ROOT}/vm_names"
@@ -123,6 +129,7 @@ VM_RUNTIME_FIELDS: dict[str, Any] = {
     "vcpus": 0,
     "cpu_time_ns": 0,
     "updated_at": 0.0,
+    "reporter": "",  # the agent that wrote it: the content of its liveness znode
 }
 NODE_FIELDS: dict[str, Any] = {
     "name": "",
@@ -148,7 +155,7 @@ NODE_FIELDS: dict[str, Any] = {
 }
 
 
-class RecordError(ValueError):
+class RecordError(PvcError, ValueError):
     """A znode's content is not a valid record of this schema."""
 
 
@@ -160,6 +167,20 @@ def node_path(name: str) -> str:
 def node_alive_path(name: str) -> str:
     """Path of a node's ephemeral liveness znode."""
     return f"{NODES}/{name}/alive"
+
+
+def alive_data(host: str, pid: int) -> bytes:
+    """Content of a liveness znode: which agent process holds the node."""
+    return f"{host} {pid}".encode()
+
+
+def parse_alive(data: bytes | None) -> tuple[str, int]:
+    """(host, pid) from a liveness znode; ("", 0) if unreadable."""
+    try:
+        host, pid = bytes(data or b"").decode().rsplit(" ", 1)
+        return host, int(pid)
+    except (UnicodeDecodeError, ValueError):
+        return "", 0
 
 
 def vm_path(uuid: str) -> str:

@@ -18,6 +18,7 @@ class VMRuntime:
     vcpus: int = 0
     cpu_time_ns: int = 0
     updated_at: float = 0.0
+    reporter: str = ""  # "host pid" of the agent that wrote it
 
     @classmethod
     def from_record(cls, raw: Any) -> VMRuntime:
@@ -26,7 +27,8 @@ class VMRuntime:
             return cls()
         defaults = cls()
         values: dict[str, Any] = {}
-        for key in ("power_state", "node", "memory_mib", "vcpus", "cpu_time_ns", "updated_at"):
+        for key in ("power_state", "node", "memory_mib", "vcpus", "cpu_time_ns", "updated_at",
+                    "reporter"):
             default = getattr(defaults, key)
             value = raw.get(key, default)
             if isinstance(default, float) and isinstance(value, int):

@@ -127,7 +127,7 @@ def wait_move(client: ClusterClient, vm: VM, timeout: float) -> VM:
                                   f"{now.failed_reason or 'the move was withdrawn'}")
         if now.state in (VMState.START, VMState.RESTART):
             running = now.power_state == PowerState.RUNNING
-            return now if running and now.runtime.node == now.node else None
+            return now if running and client.reported_live(now) else None
         return now
 
     return wait_on_znode(

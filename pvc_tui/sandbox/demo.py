@@ -242,9 +242,10 @@ def _wait_registered(client: ClusterClient, node: SandboxNode, timeout: float = 
     from pvc_tui.cluster import layout
     from pvc_tui.cluster.connection import wait_on_znode
 
-    pid = str(node.agent.pid if node.agent else "").encode()
+    pid = node.agent.pid if node.agent else 0
     wait_on_znode(client.zk, layout.node_alive_path(node.name),
-                  lambda data, stat: True if data == pid else None, timeout,
+                  lambda data, stat: True if layout.parse_alive(data)[1] == pid else None,
+                  timeout,
                   lambda: f"agent {node.name} did not register (see its agent.log)")
 
     def running(data: bytes | None, stat: Any) -> bool | None:
