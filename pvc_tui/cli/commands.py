@@ -173,7 +173,7 @@ def node_domain_state(args: argparse.Namespace) -> int:
     def on_item(item: dict[str, object]) -> None:
         nonlocal bad
         result = str(item.get("result", ""))
-        if not result.startswith(("ok", "started")):
+        if not result.startswith(("ok", "started", "stays")):
             bad += 1
         print(f"  {printable(item.get('vm', '?'))} -> {printable(item.get('target') or '-')}: "
               f"{printable(result)}", flush=True)
