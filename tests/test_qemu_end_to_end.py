@@ -79,3 +79,42 @@ def test_real_guest_boots_logs_restarts_and_cleans_up(state_dir: Path) -> None:
     assert not any(is_running(r) for r in refs)
     assert str(state_dir) not in Path("/proc/self/mountinfo").read_text()
     assert not state_dir.exists()
+
+
+UPTIME = re.compile(r"web1 up (\d+)s load")
+
+
+def uptimes(text: str) -> list[int]:
+    return [int(m) for m in UPTIME.findall(text)]
+
+
+def test_live_migration_keeps_the_guest_running(state_dir: Path) -> None:
+    up = demo(state_dir, "demo", "up", "--driver", "qemu", "--nodes", "2")
+    assert up.returncode == 0, up.stderr
+    status = json.loads(demo(state_dir, "demo", "status").stdout)
+    logs = {n["name"]: Path(n["console_log_dir"]) / "web1.log" for n in status["nodes"]}
+    text = wait_text(logs["hv1"], STATUS, 90)
+    before = uptimes(text)[-1]
+
+    run = demo(state_dir, "vm", "migrate", "web1", "--target", "hv2", "--wait")
+    assert run.returncode == 0, run.stderr
+    assert "migrate hv1 -> hv2 done (live," in run.stdout
+    vm = json.loads(demo(state_dir, "vm", "info", "web1", "--format", "json").stdout)
+    assert (vm["node"], vm["previous_node"], vm["power_state"]) == ("hv2", "hv1", "running")
+    # the same guest carries on printing on hv2: its uptime keeps counting, no new boot
+    text = wait_text(logs["hv2"], UPTIME, 60)
+    after = wait_text(logs["hv2"], re.compile(r"web1 up (\d+)s(.|\n)*web1 up \d+s"), 60)
+    assert "Linux version" not in after
+    assert min(uptimes(after)) >= before
+    assert uptimes(after) == sorted(uptimes(after))
+
+    run = demo(state_dir, "vm", "unmigrate", "web1", "--wait")
+    assert run.returncode == 0, run.stderr
+    assert "unmigrate hv2 -> hv1 done (live," in run.stdout
+    vm = json.loads(demo(state_dir, "vm", "info", "web1", "--format", "json").stdout)
+    assert (vm["node"], vm["previous_node"], vm["power_state"]) == ("hv1", "", "running")
+    back = wait_text(logs["hv1"], re.compile(r"web1 up (\d+)s(.|\n)*web1 up \d+s"), 60)
+    assert "Linux version" not in back and min(uptimes(back)) >= max(uptimes(after))
+    nodes = {n["name"]: n for n in json.loads(demo(state_dir, "node", "list", "--format",
+                                                   "json").stdout)}
+    assert "web1" in nodes["hv1"]["running_vms"] and "web1" not in nodes["hv2"]["running_vms"]

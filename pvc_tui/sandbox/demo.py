@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from pvc_tui.sandbox.processes import ProcessRef, is_running, spawn, terminate
 from pvc_tui.sandbox.zookeeper import ZooKeeperServer, start_zookeeper, zookeeper_running
 
 STATE_FILE = "sandbox.json"
+LIBVIRTD_TCP_PORT = 16509
 DEMO_VM_NAMES = ("web1", "db1", "web2", "cache1", "worker1", "worker2", "web3", "batch1")
 TEST_NODE_XML = """<node>
   <cpu><mhz>2400</mhz><model>x86_64</model><active>{cpus}</active><total>{cpus}</total>
@@ -71,6 +73,7 @@ class Sandbox:
     zk_process: ProcessRef | None = None
     nodes: list[SandboxNode] = field(default_factory=list)
     demo_vms_defined: bool = False  # only the first `up` defines them
+    address_block: int = 0  # qemu: node i listens on 127.0.0.(10 + 10 * block + i)
 
     @property
     def zk(self) -> str:
@@ -122,7 +125,8 @@ def load(state_dir: Path) -> Sandbox | None:
     ]
     return Sandbox(state_dir=raw["state_dir"], driver=raw["driver"], zk_host=raw["zk_host"],
                    zk_port=raw["zk_port"], zk_process=_ref(raw.get("zk_process")), nodes=nodes,
-                   demo_vms_defined=bool(raw.get("demo_vms_defined")))
+                   demo_vms_defined=bool(raw.get("demo_vms_defined")),
+                   address_block=int(raw.get("address_block", 0)))
 
 
 def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
@@ -155,7 +159,8 @@ def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
                 raise InvalidRequest(f"the qemu driver cannot run here: {reason}")
         state_dir.mkdir(parents=True, exist_ok=True)
         sandbox = Sandbox(state_dir=str(state_dir), driver=driver, zk_host="127.0.0.1",
-                          zk_port=0)
+                          zk_port=0,
+                          address_block=_free_address_block() if driver == "qemu" else 0)
     _ensure_zookeeper(sandbox, say)
     sandbox.save()
     _ensure_nodes(sandbox, nodes or len(sandbox.nodes) or 3, keepalive_interval, say)
@@ -194,7 +199,9 @@ def _ensure_nodes(sandbox: Sandbox, count: int, keepalive: float, say: Any) -> N
         node_dir = Path(sandbox.state_dir) / "nodes" / name
         if node is None:
             node_dir.mkdir(parents=True, exist_ok=True)
-            node = SandboxNode(name=name, index=index, node_dir=str(node_dir),
+            # the libvirt node index picks its loopback address and migration ports
+            net_index = 10 * sandbox.address_block + index
+            node = SandboxNode(name=name, index=net_index, node_dir=str(node_dir),
                                libvirt_uri="", console_log_dir=str(node_dir / "console"))
             sandbox.nodes.append(node)
         Path(node.console_log_dir).mkdir(parents=True, exist_ok=True)
@@ -210,7 +217,28 @@ def _ensure_nodes(sandbox: Sandbox, count: int, keepalive: float, say: Any) -> N
                     "--libvirt-uri", node.libvirt_uri,
                     "--console-log-dir", node.console_log_dir,
                     "--keepalive-interval", str(keepalive), "--shutdown-timeout", "20"]
+            if node.migration_uri:  # qemu nodes: live migration between libvirtds
+                from pvc_tui.sandbox.nsinit import node_ip
+
+                argv += ["--migration-uri", node.migration_uri,
+                         "--migration-address", f"tcp://{node_ip(node.index)}"]
             node.agent, _ = spawn(argv, node_dir / "agent.log")
+
+
+def _free_address_block() -> int:
+    """A block of ten loopback addresses whose libvirtd port no other sandbox holds."""
+    from pvc_tui.sandbox.nsinit import node_ip
+
+    for block in range(19):
+        with socket.socket() as probe:
+            # as libvirtd binds: old connections in TIME_WAIT do not make a block busy
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((node_ip(10 * block + 1), LIBVIRTD_TCP_PORT))
+            except OSError:
+                continue
+        return block
+    raise InvalidRequest("every sandbox address block is taken: stop a sandbox first")
 
 
 def _ensure_libvirtd(node: SandboxNode, say: Any) -> None:
