@@ -78,17 +78,20 @@ class DomainStateRunner:
             except Exception:  # a ZooKeeper outage: try again on the next change
                 log.exception("flush/ready interrupted")
 
-    def _pending_request(self) -> tuple[str, str] | None:
+    def _pending_request(self) -> tuple[str, str, int] | None:
         data, _ = self._records.zk.get(layout.node_path(self._name))
         record = layout.decode(data, layout.NODE_FIELDS)
         progress = record["domain_progress"]
         state = record["domain_state"]
         if progress.get("finished") or not progress.get("id"):
             return None
+        asked = progress.get("concurrency")
+        valid = isinstance(asked, int) and 1 <= asked <= moves.MAX_CONCURRENCY
+        concurrency = asked if valid else self._concurrency
         if state == DomainState.FLUSH and progress.get("action") == "flush":
-            return "flush", progress["id"]
+            return "flush", progress["id"], concurrency
         if state == DomainState.UNFLUSH and progress.get("action") == "ready":
-            return "ready", progress["id"]
+            return "ready", progress["id"], concurrency
         return None
 
     def _check_current(self, request_id: str) -> None:
@@ -99,15 +102,16 @@ class DomainStateRunner:
         if layout.decode(data, layout.NODE_FIELDS)["domain_progress"].get("id") != request_id:
             raise Superseded
 
-    def _execute(self, action: str, request_id: str) -> None:
-        log.info("%s of node %s begins (request %s)", action, self._name, request_id[:8])
+    def _execute(self, action: str, request_id: str, concurrency: int) -> None:
+        log.info("%s of node %s begins (request %s, %d at a time)", action, self._name,
+                 request_id[:8], concurrency)
         began = time.monotonic()
         if action == "flush":
-            self._run_batch(request_id, lambda: self._client.list_vms(node=self._name),
-                            self._flush_one)
+            self._run_batch(request_id, concurrency,
+                            lambda: self._client.list_vms(node=self._name), self._flush_one)
             goal = DomainState.FLUSHED
         else:
-            self._run_batch(request_id, lambda: [
+            self._run_batch(request_id, concurrency, lambda: [
                 v for v in self._client.list_vms()
                 if v.previous_node == self._name
                 or (v.node == self._name and v.resume_on_ready == self._name)],
@@ -125,18 +129,21 @@ class DomainStateRunner:
         if self._records.update_node(finish):
             log.info("%s of node %s finished: %s", action, self._name, goal.value)
 
-    def _run_batch(self, request_id: str, todo: Any, handle: Any) -> None:
+    def _run_batch(self, request_id: str, concurrency: int, todo: Any, handle: Any) -> None:
         """Handle each VM `todo()` lists, `concurrency` at a time, checking for a newer
         request before starting each one; in-flight VMs finish before this returns."""
         handled: set[str] = set()
         running: dict[Future[dict[str, Any]], str] = {}
-        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="flush") as pool:
+        waiting: list[VM] = []
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="flush") as pool:
             try:
                 while True:
-                    waiting = [v for v in todo() if v.uuid not in handled]
+                    if not waiting:  # list again only when the queue runs dry
+                        waiting = [v for v in todo() if v.uuid not in handled]
                     if not waiting and not running:
                         return
-                    for vm in waiting[: self._concurrency - len(running)]:
+                    while waiting and len(running) < concurrency:
+                        vm = waiting.pop(0)
                         self._check_current(request_id)
                         handled.add(vm.uuid)
                         running[pool.submit(handle, vm)] = vm.name

@@ -146,3 +146,23 @@ def dump_tree(zk: KazooClient, path: str = "/") -> dict[str, bytes]:
         out[full] = data
         out.update(dump_tree(zk, full))
     return out
+
+
+def desired_state(zk: KazooClient) -> dict[str, Any]:
+    """What operators own: VM records and names, and nodes' domain state and requests.
+
+    For 'nothing changed' checks while agents run (their keepalives change the rest)."""
+    tree = dump_tree(zk)
+    out: dict[str, Any] = {}
+    for path, data in tree.items():
+        if path.startswith((layout.VMS + "/", layout.VM_NAMES + "/")):
+            record = data
+            if path.count("/") == 3 and path.startswith(layout.VMS + "/"):
+                parsed = layout.decode(data, layout.VM_FIELDS)
+                parsed.pop("runtime")
+                record = parsed  # type: ignore[assignment]
+            out[path] = record
+        elif path.count("/") == 3 and path.startswith(layout.NODES + "/"):
+            parsed = layout.decode(data, layout.NODE_FIELDS)
+            out[path] = (parsed["domain_state"], parsed["domain_progress"])
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pvc_tui.cluster import ClusterClient, InvalidRequest, NotFound, layout, mov
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.cluster.errors import PvcError, Refused
 from pvc_tui.cluster.models import VM
-from tests.conftest import AgentFactory, AgentProcess, dump_tree, vm_xml
+from tests.conftest import AgentFactory, AgentProcess, desired_state, vm_xml
 
 Cluster = Callable[..., list[AgentProcess]]
 
@@ -53,10 +54,10 @@ def test_seed_rules_of_previous_node(client: ClusterClient, cluster: Cluster) ->
     assert running_on(client, "web1") == ["hv2"]
     wait_defined_only_on(client, "web1", "hv2")
 
-    before = dump_tree(client.zk)
+    before = desired_state(client.zk)
     with pytest.raises(Refused, match=r"already migrated .* unmigrate it, or use --force"):
         client.migrate_vm("web1", target="hv3")
-    assert dump_tree(client.zk) == before
+    assert desired_state(client.zk) == before
 
     vm = client.migrate_vm("web1", target="hv3", force=True, wait=True, timeout=20)
     assert (vm.node, vm.previous_node) == ("hv3", "hv1")  # force keeps the original
@@ -94,7 +95,7 @@ def test_target_rules_and_reasons(client: ClusterClient, cluster: Cluster) -> No
     client.flush_node("hv2", wait=True, timeout=20)
     os.kill(agents[2].ref.pid, signal.SIGTERM)
     agents[2].proc.wait(timeout=10)
-    before = dump_tree(client.zk)
+    before = desired_state(client.zk)
     cases: list[tuple[dict[str, object], type[PvcError], str]] = [
         ({"target": "hv9"}, NotFound, "no node named 'hv9'"),
         ({"target": "hv1"}, InvalidRequest, "already on hv1"),
@@ -109,7 +110,7 @@ def test_target_rules_and_reasons(client: ClusterClient, cluster: Cluster) -> No
             client.migrate_vm("web1", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(NotFound):
         client.migrate_vm("nope", target="hv2")
-    assert dump_tree(client.zk) == before
+    assert desired_state(client.zk) == before
 
 
 def test_selectors_pick_deterministically(client: ClusterClient, cluster: Cluster) -> None:
@@ -189,13 +190,45 @@ def test_flushing_nodes_refuse_operator_moves(client: ClusterClient, cluster: Cl
     client.start_vm("a", wait=True, timeout=20)
     os.kill(agents[1].ref.pid, signal.SIGSTOP)  # hv2's flush is requested, not yet run
     try:
-        client.flush_node("hv2")
+        request = client.flush_node("hv2")
         with pytest.raises(Refused, match=r"hv2 is not a valid target .*node is flush"):
             client.migrate_vm("a", target="hv2")
         with pytest.raises(Refused, match="node hv2 is flushing"):
             client.migrate_vm("b", target="hv3")
     finally:
         os.kill(agents[1].ref.pid, signal.SIGCONT)
-    progress = client.flush_node("hv2", wait=True, timeout=20)
+    progress = moves.wait_domain_state(client, "hv2", "flush", request["id"], 20)
     assert [i["vm"] for i in progress["items"]] == ["b"]
     assert client.get_vm("b").node in ("hv1", "hv3")
+
+
+def test_cli_moves_and_their_exit_codes(client: ClusterClient, cluster: Cluster) -> None:
+    from tests.test_cli import assert_one_line_error, pvc
+
+    cluster(3)
+    client.define_vm(vm_xml("web1"), "hv1", start=True)
+    client.start_vm("web1", wait=True, timeout=20)
+    zk = client.hosts
+    run = pvc("vm", "migrate", "web1", "--selector", "vms", "--wait", zk=zk)
+    assert run.returncode == 0, run.stderr
+    assert re.match(r"VM web1: migrate hv1 -> hv[23] done \(shutdown, \d+\.\d+ s\); "
+                    r"previous node hv1$", run.stdout.strip())
+    before = desired_state(client.zk)
+    for args, code, text in (
+        (("vm", "migrate", "web1"), 1, "already migrated (from hv1): unmigrate it, or use "
+                                       "--force"),
+        (("vm", "migrate", "web1", "--target", "hv9", "--force"), 2, "no node named 'hv9'"),
+        (("vm", "migrate", "nope", "--target", "hv2"), 2, "no VM named 'nope'"),
+        (("vm", "migrate", "web1", "--selector", "best"), 2, "invalid choice: 'best'"),
+        (("vm", "migrate", "web1", "--target", "hv2", "--selector", "mem"), 2,
+         "not allowed with argument"),
+        (("vm", "move", "web1"), 2, "the following arguments are required: --target"),
+        (("node", "flush", "hv1", "--concurrency", "0"), 2, "concurrency must be between"),
+    ):
+        assert_one_line_error(pvc(*args, zk=zk), code, text)
+    assert desired_state(client.zk) == before
+    run = pvc("vm", "unmigrate", "web1", "--wait", zk=zk)
+    assert run.returncode == 0 and "previous node -" in run.stdout
+    assert_one_line_error(pvc("vm", "unmigrate", "web1", zk=zk), 1, "no previous node")
+    run = pvc("vm", "move", "web1", "--target", "hv1", zk=zk)
+    assert run.returncode == 0 and "belongs to hv1 permanently" in run.stdout

@@ -181,11 +181,12 @@ def node_domain_state(args: argparse.Namespace) -> int:
     with connect(args) as client:
         call = client.flush_node if action == "flush" else client.ready_node
         if not args.wait:
-            call(args.node)
+            call(args.node, concurrency=args.concurrency)
             print(f"node {args.node}: {action} requested")
             return 0
         print(f"node {args.node}: {action}", flush=True)
-        progress = call(args.node, wait=True, timeout=args.timeout, on_item=on_item)
+        progress = call(args.node, wait=True, timeout=args.timeout, on_item=on_item,
+                        concurrency=args.concurrency)
     goal = "flushed" if action == "flush" else "ready"
     count = len(progress.get("items", []))
     print(f"node {args.node} is {goal} ({count} VMs, {progress.get('seconds', 0):.2f} s)"

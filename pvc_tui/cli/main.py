@@ -57,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = node.add_parser("flush", help="move every VM off a node (it ends `flushed`)")
     p.add_argument("node")
+    _concurrency(p)
     _wait(p, default=600.0, what="every VM has moved; print one line per VM")
     p.set_defaults(run=commands.node_domain_state, domain_action="flush")
     p = node.add_parser("ready", aliases=["unflush"],
                         help="take a flushed node's VMs back (it ends `ready`)")
     p.add_argument("node")
+    _concurrency(p)
     _wait(p, default=600.0, what="every VM is back; print one line per VM")
     p.set_defaults(run=commands.node_domain_state, domain_action="ready")
 
@@ -155,6 +157,11 @@ def seconds(text: str) -> float:
     if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and {MAX_SECONDS} seconds")
     return value
+
+
+def _concurrency(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--concurrency", type=int, metavar="N",
+                   help="VMs moved at once, 1-64 (default: the agent's flush_concurrency)")
 
 
 def _state_dir(p: argparse.ArgumentParser) -> None:

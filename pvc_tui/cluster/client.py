@@ -236,17 +236,19 @@ class ClusterClient:
         return moves.wait_move(self, vm, timeout) if wait else vm
 
     def flush_node(self, name: str, wait: bool = False, timeout: float = 600.0,
-                   on_item: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_item: Callable[[dict[str, Any]], None] | None = None,
+                   concurrency: int | None = None) -> dict[str, Any]:
         """Ask the node's agent to move every VM off it; with wait, follow to `flushed`."""
-        request_id = moves.request_domain_state(self, name, "flush")
+        request_id = moves.request_domain_state(self, name, "flush", concurrency)
         if not wait:
             return {"id": request_id}
         return moves.wait_domain_state(self, name, "flush", request_id, timeout, on_item)
 
     def ready_node(self, name: str, wait: bool = False, timeout: float = 600.0,
-                   on_item: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_item: Callable[[dict[str, Any]], None] | None = None,
+                   concurrency: int | None = None) -> dict[str, Any]:
         """Ask the node's agent to take its VMs back; with wait, follow to `ready`."""
-        request_id = moves.request_domain_state(self, name, "ready")
+        request_id = moves.request_domain_state(self, name, "ready", concurrency)
         if not wait:
             return {"id": request_id}
         return moves.wait_domain_state(self, name, "ready", request_id, timeout, on_item)

@@ -142,11 +142,18 @@ _REQUEST_STATE = {"flush": DomainState.FLUSH, "ready": DomainState.UNFLUSH}
 _GOAL_STATE = {"flush": DomainState.FLUSHED, "ready": DomainState.READY}
 
 
-def request_domain_state(client: ClusterClient, name: str, action: DomainAction) -> str:
+MAX_CONCURRENCY = 64
+
+
+def request_domain_state(client: ClusterClient, name: str, action: DomainAction,
+                         concurrency: int | None = None) -> str:
     """Ask node `name`'s agent to flush it or make it ready; returns the request id.
 
-    A request while another runs supersedes it at the next VM boundary (no locks).
+    `concurrency` bounds the VMs moved at once (default: the agent's setting). A
+    request while another runs supersedes it at the next VM boundary (no locks).
     """
+    if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidRequest(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
     request_id = uuidlib.uuid4().hex
     path = layout.node_path(name)
     for _ in range(20):
@@ -158,7 +165,8 @@ def request_domain_state(client: ClusterClient, name: str, action: DomainAction)
         record = layout.decode(data, layout.NODE_FIELDS)
         record["domain_state"] = _REQUEST_STATE[action].value
         record["domain_progress"] = {"id": request_id, "action": action, "items": [],
-                                     "finished": False, "requested_at": time.time()}
+                                     "finished": False, "requested_at": time.time(),
+                                     "concurrency": concurrency or 0}
         try:
             client.zk.set(path, layout.encode(record), version=stat.version)
             return request_id
