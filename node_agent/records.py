@@ -35,54 +35,47 @@ class AgentRecords:
         return self.client.get_node(name)
 
     def update_vm(self, uuid: str, mutate: Callable[[dict[str, Any]], bool]) -> bool:
-        """Compare-and-set a VM record; `mutate` returns False to leave it. True if written."""
-        path = layout.vm_path(uuid)
-        for _ in range(CAS_ATTEMPTS):
-            try:
-                data, stat = self.zk.get(path)
-                record = layout.decode(data, layout.VM_FIELDS)
-            except (NoNodeError, layout.RecordError):
-                return False
-            if not mutate(record):
-                return False
-            try:
-                self.zk.set(path, layout.encode(record), version=stat.version)
-                return True
-            except BadVersionError:
-                continue
-            except NoNodeError:
-                return False
-        log.warning("VM record %s kept changing; update skipped", uuid)
-        return False
+        """Compare-and-set a VM record; `mutate` returns False to leave it. True if written.
+
+        A missing or unreadable VM record is left alone (False)."""
+        return self._compare_and_set(layout.vm_path(uuid), layout.VM_FIELDS, mutate, None)
 
     def update_node(self, mutate: Callable[[dict[str, Any]], bool]) -> bool:
-        """Compare-and-set this node's record, creating it if needed."""
-        path = layout.node_path(self.name)
+        """Compare-and-set this node's record, creating (or rewriting an invalid) one."""
+        return self._compare_and_set(layout.node_path(self.name), layout.NODE_FIELDS, mutate,
+                                     lambda: layout.new_node_record(name=self.name))
+
+    def _compare_and_set(self, path: str, fields: dict[str, Any],
+                         mutate: Callable[[dict[str, Any]], bool],
+                         fresh: Callable[[], dict[str, Any]] | None) -> bool:
         for _ in range(CAS_ATTEMPTS):
             try:
                 data, stat = self.zk.get(path)
             except NoNodeError:
-                record = layout.new_node_record(name=self.name)
-                if not mutate(record):
+                if fresh is None:
                     return False
-                try:
-                    self.zk.create(path, layout.encode(record))
-                    return True
-                except NodeExistsError:
-                    continue
+                data, stat = None, None
             try:
-                record = layout.decode(data, layout.NODE_FIELDS)
+                record = fresh() if data is None and fresh else layout.decode(data, fields)
             except layout.RecordError as exc:
-                log.warning("node record was invalid (%s); rewriting it", exc)
-                record = layout.new_node_record(name=self.name)
+                if fresh is None:
+                    return False
+                log.warning("record %s was invalid (%s); rewriting it", path, exc)
+                record = fresh()
             if not mutate(record):
                 return False
             try:
-                self.zk.set(path, layout.encode(record), version=stat.version)
+                if stat is None:
+                    self.zk.create(path, layout.encode(record))
+                else:
+                    self.zk.set(path, layout.encode(record), version=stat.version)
                 return True
-            except BadVersionError:
+            except (BadVersionError, NodeExistsError):
                 continue
-        log.warning("node record kept changing; update skipped")
+            except NoNodeError:
+                if fresh is None:
+                    return False
+        log.warning("record %s kept changing; update skipped", path)
         return False
 
     def write_node(self, fields: dict[str, Any]) -> None:

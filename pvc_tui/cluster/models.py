@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pvc_tui.cluster.layout import DaemonState, PowerState
+
+
+def _typed_fields(defaults: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """The dataclass fields of `defaults` taken from `raw` where their type fits
+    (an int is accepted for a float); anything else keeps its default."""
+    values: dict[str, Any] = {}
+    for item in fields(defaults):
+        default = getattr(defaults, item.name)
+        value = raw.get(item.name, default)
+        if isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        values[item.name] = value if type(value) is type(default) else default
+    return values
 
 
 @dataclass(frozen=True)
@@ -23,18 +36,7 @@ class VMRuntime:
     @classmethod
     def from_record(cls, raw: Any) -> VMRuntime:
         """Build from the `runtime` sub-document, ignoring unknown or ill-typed keys."""
-        if not isinstance(raw, dict):
-            return cls()
-        defaults = cls()
-        values: dict[str, Any] = {}
-        for key in ("power_state", "node", "memory_mib", "vcpus", "cpu_time_ns", "updated_at",
-                    "reporter"):
-            default = getattr(defaults, key)
-            value = raw.get(key, default)
-            if isinstance(default, float) and isinstance(value, int):
-                value = float(value)
-            values[key] = value if type(value) is type(default) else default
-        return cls(**values)
+        return cls(**_typed_fields(cls(), raw)) if isinstance(raw, dict) else cls()
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,7 @@ class Migration:
         """Build from a `migration` sub-document; None for {} or garbage."""
         if not isinstance(raw, dict) or not raw.get("id"):
             return None
-        defaults = cls()
-        values: dict[str, Any] = {}
-        for key in ("id", "source", "target", "method", "phase", "used", "requested_at",
-                    "seconds"):
-            default = getattr(defaults, key)
-            value = raw.get(key, default)
-            if isinstance(default, float) and isinstance(value, int):
-                value = float(value)
-            values[key] = value if type(value) is type(default) else default
-        return cls(**values)
+        return cls(**_typed_fields(cls(), raw))
 
 
 @dataclass(frozen=True)
