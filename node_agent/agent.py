@@ -31,6 +31,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
 
 from node_agent.config import AgentConfig
+from node_agent.console import ConsoleManager, TailSpec
 from node_agent.domain_runner import DomainStateRunner
 from node_agent.hypervisor import DomainInfo, Hypervisor
 from node_agent.reconciler import Desired, Reconciler
@@ -94,6 +95,10 @@ class NodeAgent:
                                      config.console_log_dir, config.shutdown_timeout)
         self.domain_runner = DomainStateRunner(self.records, config.flush_concurrency,
                                                config.target_selector)
+        self.console = ConsoleManager(self.zk, self.name, config.console_log_lines,
+                                      config.console_log_interval,
+                                      config.console_publish_interval)
+        self._console_paths: dict[str, tuple[Path, bool, int]] = {}  # path, append, instance
 
     def wake(self) -> None:
         """Ask for a reconcile pass soon (safe from any thread)."""
@@ -131,6 +136,7 @@ class NodeAgent:
                     if not watching:
                         ChildrenWatch(self.zk, layout.VMS, self._on_vm_children)
                         self.domain_runner.start()
+                        self.console.start()
                         watching = True
                 self._pass()
                 self._retry_at = 0.0
@@ -179,6 +185,7 @@ class NodeAgent:
         log.info("stopping: node %s goes to daemon state stop; guests keep running", self.name)
         self.domain_runner.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.console.stop()
         if self.zk.connected and self._reporter:  # only what this agent registered
             try:
                 self._daemon_state = DaemonState.STOP
@@ -298,6 +305,30 @@ class NodeAgent:
         for want in mine:
             if want.uuid not in busy:
                 self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
+        self._sync_consoles(mine, domains)
+
+    def _sync_consoles(self, mine: list[Desired], domains: dict[str, DomainInfo]) -> None:
+        """Tail the console of every VM running here, and only those."""
+        specs: dict[str, TailSpec] = {}
+        for want in mine:
+            dom = domains.get(want.uuid)
+            if dom is None or dom.power_state not in (PowerState.RUNNING, PowerState.PAUSED):
+                continue
+            known = self._console_paths.get(want.uuid)
+            if known is None or known[2] != dom.instance:
+                named, append = self.hypervisor.console_log(want.uuid)
+                path = Path(named) if named else (Path(self.config.console_log_dir)
+                                                  / f"{want.name}.log")
+                known = self._console_paths[want.uuid] = (path, append, dom.instance)
+            move = want.record.get("migration") or {}
+            last = want.record.get("last_migration") or {}
+            live = (move.get("target") == self.name and move.get("phase") in (
+                "migrating", "done")) or (last.get("target") == self.name
+                                          and last.get("used") == "live")
+            specs[want.uuid] = TailSpec(want.name, known[0], dom.instance, known[1], live)
+        for uuid in set(self._console_paths) - set(specs):
+            del self._console_paths[uuid]  # read the path again when it runs again
+        self.console.sync(specs)
 
     def _submit(self, uuid: str, task: Callable[..., None], *args: Any) -> None:
         """Run `task` for one VM, unless one is still running for it: then look again

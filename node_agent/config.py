@@ -32,6 +32,9 @@ class AgentConfig:
     migration_address: str = ""  # migration data URI, e.g. tcp://10.0.0.1
     flush_concurrency: int = 4  # VMs moved at once by a flush or ready
     target_selector: str = "mem"  # how a flush picks targets: mem, load, vcpus, vms
+    console_log_lines: int = 1000  # lines of each VM's console kept in ZooKeeper
+    console_log_interval: float = 0.5  # poll interval where inotify is not available
+    console_publish_interval: float = 0.2  # at most one console publish per VM per this
     log_level: str = "INFO"
 
     def validated(self) -> AgentConfig:
@@ -53,6 +56,12 @@ class AgentConfig:
         if not 1 <= self.flush_concurrency <= 64:
             raise InvalidRequest("flush_concurrency must be between 1 and 64")
         check_selector(self.target_selector)
+        if not 10 <= self.console_log_lines <= 100_000:
+            raise InvalidRequest("console_log_lines must be between 10 and 100000")
+        for key in ("console_log_interval", "console_publish_interval"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or not 0.01 <= value <= 60:
+                raise InvalidRequest(f"{key} must be between 0.01 and 60 seconds")
         return self
 
 

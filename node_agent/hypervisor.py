@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from pvc_tui.cluster.domain_xml import managed_by
+from pvc_tui.cluster.domain_xml import console_log, managed_by
 from pvc_tui.cluster.layout import PowerState
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class DomainInfo:
     vcpus: int
     cpu_time_ns: int
     cluster: str | None  # the cluster id in pvc's marker; None: not pvc's
+    instance: int  # libvirt's domain ID: new for every start (-1 when off)
 
     def managed_by(self, cluster: str) -> bool:
         """Whether this domain was defined by an agent of `cluster`."""
@@ -147,6 +148,7 @@ class Hypervisor:
             vcpus=int(vcpus),
             cpu_time_ns=int(cpu_ns),
             cluster=managed_by(dom.XMLDesc(0)),
+            instance=int(dom.ID()),
         )
 
     def lookup(self, uuid: str) -> libvirt.virDomain | None:
@@ -157,6 +159,11 @@ class Hypervisor:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise
+
+    def console_log(self, uuid: str) -> tuple[str | None, bool]:
+        """(log file, append) of the domain's serial console, from its live XML."""
+        dom = self.lookup(uuid)
+        return console_log(dom.XMLDesc(0)) if dom is not None else (None, False)
 
     def define(self, xml: str) -> libvirt.virDomain:
         """Define (persistently) a domain from XML."""

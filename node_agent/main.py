@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 4)")
     parser.add_argument("--target-selector", choices=["mem", "load", "vcpus", "vms"],
                         help="how a flush picks target nodes (default mem)")
+    parser.add_argument("--console-log-lines", type=int,
+                        help="console lines kept per VM (default 1000)")
+    parser.add_argument("--console-log-interval", type=float,
+                        help="console poll interval without inotify (default 0.5 s)")
+    parser.add_argument("--console-publish-interval", type=float,
+                        help="least time between console publishes of one VM (default 0.2 s)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from kazoo.exceptions import KazooException
 
-from pvc_tui.cli import commands, demo_cmd
+from pvc_tui.cli import commands, console_cmd, demo_cmd
 from pvc_tui.cluster.errors import PvcError
 from pvc_tui.cluster.placement import SELECTORS
 from pvc_tui.cluster.text import printable
@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         _wait(p)
         p.set_defaults(run=commands.vm_set_state, state_action=action)
 
+    p = vm.add_parser("log", help="a VM's console: the recent buffer in a pager, or --follow")
+    p.add_argument("vm")
+    p.add_argument("--lines", type=int, metavar="N", help="the last N lines (default: the "
+                   "whole buffer; with --follow, 10)")
+    p.add_argument("--follow", "-f", action="store_true", help="then print new lines as they "
+                   "come, until Ctrl-C")
+    p.add_argument("--raw", action="store_true", help="the guest's bytes unchanged (escape "
+                   "sequences included): for piping into other tools")
+    p.set_defaults(run=console_cmd.vm_log)
     p = vm.add_parser("migrate", help="move a VM to another node for now (unmigrate sends "
                       "it back)")
     p.add_argument("vm")

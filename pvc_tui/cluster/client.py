@@ -13,7 +13,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from pvc_tui.cluster import layout, moves
+from pvc_tui.cluster import console, layout, moves
 from pvc_tui.cluster.connection import (
     DEFAULT_CONNECT_TIMEOUT,
     connect,
@@ -205,6 +205,7 @@ class ClusterClient:
                 raise NotFound(f"no VM {name_or_uuid!r}")
         else:
             raise ConflictError(f"VM {name_or_uuid!r} kept changing; try again")
+        console.delete_buffer(self, vm.uuid)
         if wait:
             self._wait_node(vm.node, lambda n: True if vm.uuid not in n.domains else None,
                             timeout, f"VM {vm.name} still defined on {vm.node}")

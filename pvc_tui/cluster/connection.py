@@ -67,7 +67,7 @@ def ensure_schema(zk: KazooClient) -> int:
 
     A cluster written by a newer schema is refused for writing with a clear error.
     """
-    for path in (layout.NODES, layout.VMS, layout.VM_NAMES):
+    for path in (layout.NODES, layout.VMS, layout.VM_NAMES, layout.CONSOLES):
         zk.ensure_path(path)
     for path, value in ((layout.SCHEMA_VERSION_PATH, str(layout.SCHEMA_VERSION)),
                         (layout.CLUSTER_ID_PATH, uuid.uuid4().hex)):

@@ -142,12 +142,19 @@ def managed_by(xml: str) -> str | None:
 
 def console_log_file(xml: str) -> str | None:
     """The serial console log file named in the XML (<serial><log file=...>), if any."""
+    return console_log(xml)[0]
+
+
+def console_log(xml: str) -> tuple[str | None, bool]:
+    """(log file, append) of the serial console; libvirt truncates unless append='on'."""
     try:
         root = safe_fromstring(xml)
     except (ET.ParseError, DefusedXmlException):
-        return None
+        return None, False
     log = root.find("devices/serial/log")
-    return log.get("file") if log is not None else None
+    if log is None:
+        return None, False
+    return log.get("file"), log.get("append") == "on"
 
 
 def with_console_log(xml: str, console_log_dir: str) -> str:

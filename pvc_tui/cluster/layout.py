@@ -14,6 +14,7 @@ XML) live in child znodes.
     /pvc/vms/<uuid>/xml            libvirt domain XML
     /pvc/vm_names/<name>           the VM's uuid (unique-name index, written in the same
                                    transaction as the VM record)
+    /pvc/consoles/<uuid>           console buffer meta, with chunks of lines as children
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CLUSTER_ID_PATH = f"{ROOT}/schema/cluster_id"
 NODES = f"{ROOT}/nodes"
 VMS = f"{ROOT}/vms"
 VM_NAMES = f"{ROOT}/vm_names"
+CONSOLES = f"{ROOT}/consoles"  # console buffers (format: pvc_tui/cluster/console.py)
 
 # Largest record we ever write; ZooKeeper's own limit is 1 MiB per znode.
 MAX_RECORD_BYTES = 64 * 1024
