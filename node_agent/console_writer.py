@@ -129,10 +129,10 @@ class ConsoleWriter:
         pending = list(self._pending)
         generation = self._generation + (1 if self._restart_pending else 0)
         seq, current = self._next_seq, list(self._current)
-        if self._skipped:  # lost lines: start the rest on a fresh chunk after them
-            seq = -(-(seq + self._skipped) // CHUNK_LINES) * CHUNK_LINES
-            current = []
-        first_chunk_index = chunk_of(seq)
+        kept_from = 0
+        if self._skipped:  # lines dropped here: they keep their numbers, stored as nulls
+            seq = kept_from = seq + self._skipped
+            current = [None] * (seq % CHUNK_LINES)
         chunks: dict[int, list[Any]] = {}
         for text, flags in pending:
             current.append(encode_entry(text, flags))
@@ -140,9 +140,8 @@ class ConsoleWriter:
             chunks[chunk_of(seq - 1)] = current
             if len(current) == CHUNK_LINES:
                 current = []
-        first_seq = max(self._first_seq, seq - self._max_lines,
-                        first_chunk_index * CHUNK_LINES if self._skipped else 0)
-        batches = self._batches(chunks, first_chunk_index)
+        first_seq = max(self._first_seq, seq - self._max_lines, kept_from)
+        batches = self._batches(chunks)
         meta_version = self._meta_version
         for i, batch in enumerate(batches):
             final = i == len(batches) - 1
@@ -185,7 +184,7 @@ class ConsoleWriter:
         self._trim()
         return written
 
-    def _batches(self, chunks: dict[int, list[Any]], first: int) -> list[set[int]]:
+    def _batches(self, chunks: dict[int, list[Any]]) -> list[set[int]]:
         """Dirty chunks grouped so that no transaction exceeds MAX_REQUEST_BYTES."""
         batches: list[set[int]] = [set()]
         size = 0

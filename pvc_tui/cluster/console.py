@@ -119,6 +119,8 @@ def decode_chunk(data: bytes, first_seq: int) -> list[ConsoleLine]:
         return []
     lines = []
     for offset, entry in enumerate(entries if isinstance(entries, list) else []):
+        if entry is None:  # a line the writer had to drop (counted as a gap by readers)
+            continue
         text, flags = (entry, 0) if isinstance(entry, str) else (
             (entry[0], entry[1]) if isinstance(entry, list) and len(entry) == 2
             and isinstance(entry[0], str) and isinstance(entry[1], int) else ("", 0))
