@@ -98,9 +98,11 @@ class ConsoleManager:
         self._wake.set()
 
     def _begin(self, uuid: str, spec: TailSpec) -> None:
-        writer = ConsoleWriter(self._zk, uuid, self._node, self._max_lines)
+        writer = ConsoleWriter(self._zk, uuid, self._node, self._max_lines,
+                               after_handover=spec.arrived_live)
         source = writer.loaded_source
-        here = writer.loaded_node == self._node and source.get("inode") is not None
+        here = writer.loaded_node in ("", self._node) and source.get("inode") is not None
+        here = here and source.get("node", self._node) == self._node
         position = (FilePosition(int(source["inode"]), int(source.get("offset", 0)))
                     if here else None)
         resume = None
@@ -123,8 +125,7 @@ class ConsoleManager:
             self._tails.pop(uuid, None)
         try:
             self._read(tail)
-            if tail.writer.dirty():
-                self.bytes_published += tail.writer.publish()
+            self.bytes_published += tail.writer.release()
         except (KazooException, RuntimeError, OSError) as exc:
             log.warning("console of %s: last lines not published: %s", tail.spec.name, exc)
         tail.file.close()
@@ -160,8 +161,8 @@ class ConsoleManager:
             if not result.more:
                 break
         position = tail.file.position
-        tail.writer.source = ({**asdict(position), "instance": tail.spec.instance}
-                              if position else {})
+        tail.writer.source = ({**asdict(position), "instance": tail.spec.instance,
+                               "node": self._node} if position else {})
 
     def _service(self, tail: _Tail) -> float | None:
         """Read and (rate permitting) publish; returns when a held-back publish is due."""
@@ -175,6 +176,8 @@ class ConsoleManager:
         due = tail.last_publish + self._publish_interval
         if time.monotonic() < due:
             return due
+        if tail.writer.held():
+            return time.monotonic() + 0.05  # the previous node is still handing over
         try:
             self.bytes_published += tail.writer.publish()
             tail.last_publish = time.monotonic()

@@ -33,12 +33,14 @@ from pvc_tui.cluster.console import (
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 768 * 1024  # one transaction; ZooKeeper refuses more than 1 MiB
 MAX_PARTIAL_CHARS = 4096
+HANDOVER_TIMEOUT = 10.0
 
 
 class ConsoleWriter:
     """The buffer of one VM, as this agent appends to it."""
 
-    def __init__(self, zk: KazooClient, uuid: str, node: str, max_lines: int) -> None:
+    def __init__(self, zk: KazooClient, uuid: str, node: str, max_lines: int,
+                 after_handover: bool = False) -> None:
         self._zk = zk
         self.uuid = uuid
         self._node = node
@@ -48,8 +50,13 @@ class ConsoleWriter:
         self._partial = ""
         self._published_partial = ""
         self._restart_pending = False
-        self.source: dict[str, int] = {}
+        self.source: dict[str, Any] = {}
+        self._owner = node  # written as the meta's `node`; "" once released
         self._load()
+        # A VM that arrived live: the source may still publish its last lines. Hold ours
+        # until it releases the buffer (bounded, should the source have died).
+        self._hold_until = (time.monotonic() + HANDOVER_TIMEOUT
+                            if after_handover and self.loaded_node not in ("", node) else 0.0)
 
     # ---- state -------------------------------------------------------------------
 
@@ -113,8 +120,29 @@ class ConsoleWriter:
 
     # ---- publishing ----------------------------------------------------------------
 
-    def publish(self) -> int:
-        """Write pending lines and the meta record; returns bytes written."""
+    def held(self) -> bool:
+        """Whether publishing waits for the previous node to release the buffer."""
+        if not self._hold_until:
+            return False
+        if time.monotonic() < self._hold_until:
+            try:
+                data, _ = self._zk.get(console_path(self.uuid))
+                if layout.decode(data, META_FIELDS)["node"] not in ("", self._node):
+                    return True
+            except (NoNodeError, layout.RecordError):
+                pass
+        self._hold_until = 0.0
+        return False
+
+    def release(self) -> int:
+        """Publish the last lines and hand the buffer over (this node stops writing)."""
+        self._owner = ""
+        return self.publish(force=True)
+
+    def publish(self, force: bool = False) -> int:
+        """Write pending lines and the meta record; returns bytes written (0 if held)."""
+        if self.held() and not force:
+            return 0
         for _ in range(10):
             try:
                 return self._publish_once()
@@ -152,7 +180,7 @@ class ConsoleWriter:
             meta = layout.encode({
                 "generation": generation, "first_seq": max(first_seq, 0),
                 "next_seq": batch_end, "partial": self._partial if final else "",
-                "node": self._node, "source": self.source, "updated_at": time.time(),
+                "node": self._owner, "source": self.source, "updated_at": time.time(),
             })
             written += len(meta)
             if meta_version < 0:  # the meta record is the chunks' parent: it goes first

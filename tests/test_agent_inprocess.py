@@ -180,3 +180,48 @@ def test_a_copy_assigned_elsewhere_is_powered_off(
         hypervisor.lookupByUUIDString(vm.uuid)
     assert "powering off this copy" in caplog.text
     agent.stop()
+
+
+def test_agent_restart_continues_the_console_exactly(
+        client: ClusterClient, zk_hosts: str, hypervisor: libvirt.virConnect,
+        tmp_path: Path) -> None:
+    from pvc_tui.cluster import console
+
+    def agent_here() -> AgentThread:
+        thread = AgentThread.__new__(AgentThread)
+        thread.agent = NodeAgent(AgentConfig(
+            name="hv1", zk=zk_hosts, libvirt_uri=URI, keepalive_interval=1.0,
+            console_log_dir=str(tmp_path), console_publish_interval=0.02))
+        thread.thread = threading.Thread(target=thread.agent.run, daemon=True)
+        thread.thread.start()
+        return thread
+
+    def wait_lines(count: int) -> list[str]:
+        deadline = time.monotonic() + 15
+        while True:
+            got = console.tail(client, "talker")
+            lines = [line.text for line in got[0]] if got else []
+            if len(lines) >= count:
+                return lines
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+
+    first = agent_here()
+    wait_node_run(client)
+    client.define_vm(vm_xml("talker"), "hv1", start=True)
+    client.start_vm("talker", wait=True, timeout=20)
+    log = tmp_path / "talker.log"
+    with log.open("a") as f:
+        f.write("".join(f"before {i}\n" for i in range(5)))
+    wait_lines(5)
+    first.stop()
+    with log.open("a") as f:  # the guest keeps printing while no agent runs
+        f.write("".join(f"while away {i}\n" for i in range(3)))
+    second = agent_here()
+    wait_node_run(client)
+    with log.open("a") as f:
+        f.write("after\n")
+    lines = wait_lines(9)
+    assert lines == [f"before {i}" for i in range(5)] + [
+        f"while away {i}" for i in range(3)] + ["after"]  # no marker, no duplicate, no loss
+    second.stop()
