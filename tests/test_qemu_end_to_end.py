@@ -118,3 +118,56 @@ def test_live_migration_keeps_the_guest_running(state_dir: Path) -> None:
     nodes = {n["name"]: n for n in json.loads(demo(state_dir, "node", "list", "--format",
                                                    "json").stdout)}
     assert "web1" in nodes["hv1"]["running_vms"] and "web1" not in nodes["hv2"]["running_vms"]
+
+
+def test_console_followed_from_power_on_through_live_migration(state_dir: Path) -> None:
+    import threading
+
+    from pvc_tui.cluster import ClusterClient, console
+    from pvc_tui.cluster.console import ConsoleLine
+    from pvc_tui.sandbox.demo import demo_vm_xml, load
+
+    up = demo(state_dir, "demo", "up", "--driver", "qemu", "--nodes", "2", "--no-vms")
+    assert up.returncode == 0, up.stderr
+    sandbox = load(state_dir)
+    assert sandbox is not None
+    with ClusterClient.connect(sandbox.zk) as client:
+        client.define_vm(demo_vm_xml(sandbox, "talk1", sandbox.nodes[0]), "hv1")
+        seen: list[ConsoleLine] = []
+        stop = threading.Event()
+        cond = threading.Condition()
+
+        def collect() -> None:
+            for event in console.follow(client, "talk1", last=0, stop=stop):
+                assert not isinstance(event, console.Gap), event
+                if isinstance(event, ConsoleLine):
+                    with cond:
+                        seen.append(event)
+                        cond.notify_all()
+
+        reader = threading.Thread(target=collect, daemon=True)
+        reader.start()
+
+        def wait_seen(pattern: re.Pattern[str], count: int = 1, timeout: float = 90) -> None:
+            with cond:
+                assert cond.wait_for(lambda: sum(bool(pattern.search(line.text))
+                                                 for line in seen) >= count, timeout), seen[-5:]
+
+        client.start_vm("talk1", wait=True, timeout=120)  # power-on, followed live
+        status = re.compile(r"talk1 up \d+s load")
+        wait_seen(status, 2)
+        client.migrate_vm("talk1", target="hv2", wait=True, timeout=120)
+        before = len(seen)
+        wait_seen(status, 3 + sum(bool(status.search(line.text)) for line in seen))
+        stop.set()
+        logs = [Path(n.console_log_dir) / "talk1.log" for n in sandbox.nodes]
+        files = [line for p in logs for line in p.read_text(errors="surrogateescape")
+                 .splitlines()]
+        got = [line.text for line in seen if not line.marker]
+        assert not any(line.marker for line in seen)  # live: no restart marker
+        assert got[0].startswith("[    0.000000] ")  # from power-on
+        assert any("Linux version" in text for text in got[:3])
+        assert got == files[: len(got)]  # every line of both files, once, in order
+        assert len(seen) > before
+        seqs = [line.seq for line in seen]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
