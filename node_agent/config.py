@@ -34,7 +34,7 @@ class AgentConfig:
     target_selector: str = "mem"  # how a flush picks targets: mem, load, vcpus, vms
     console_log_lines: int = 1000  # lines of each VM's console kept in ZooKeeper
     console_log_interval: float = 0.5  # poll interval where inotify is not available
-    console_publish_interval: float = 0.2  # at most one console publish per VM per this
+    console_publish_interval: float = 0.05  # at most one console publish per VM per this
     log_level: str = "INFO"
 
     def validated(self) -> AgentConfig:

@@ -21,7 +21,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 
 from node_agent.console_file import ConsoleFile, FilePosition
-from node_agent.console_writer import ConsoleWriter
+from node_agent.console_writer import ConsoleWriter, publish_together
 from node_agent.file_watch import DirectoryWatcher
 from pvc_tui.cluster.console import MAX_LINE_BYTES
 
@@ -44,7 +44,6 @@ class _Tail:
     spec: TailSpec
     file: ConsoleFile
     writer: ConsoleWriter
-    last_publish: float = 0.0
 
 
 class ConsoleManager:
@@ -62,7 +61,12 @@ class ConsoleManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._changed: set[str] = set()  # file names reported by the watcher
-        self._watcher = DirectoryWatcher(self._on_file, poll_interval=interval)
+        self._by_name: dict[str, set[str]] = {}  # log file name -> uuids
+        self._closing: list[_Tail] = []  # tails to finish on the console thread
+        # Lines are published at most every publish_interval anyway: let file events
+        # gather for a fifth of that, so hundreds of busy logs cost few wake-ups.
+        self._watcher = DirectoryWatcher(self._on_file, poll_interval=interval,
+                                         batch_delay=publish_interval / 5)
         self._thread = threading.Thread(target=self._run, name="console", daemon=True)
         self.bytes_published = 0
 
@@ -72,14 +76,21 @@ class ConsoleManager:
         self._thread.start()
 
     def stop(self) -> None:
-        """Publish what is pending, then stop."""
+        """Stop; the last lines of every tail are published and handed over."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
         self._watcher.stop()
+        with self._lock:
+            closing = self._closing + list(self._tails.values())
+            self._closing, self._tails = [], {}
+        for tail in closing:  # the console thread has ended: this thread owns them now
+            self._close(tail)
 
     def sync(self, running: dict[str, TailSpec]) -> None:
-        """Tail exactly the VMs in `running` (uuid -> spec); safe to call on every pass."""
+        """Tail exactly the VMs in `running` (uuid -> spec); safe to call on every pass.
+
+        New tailers are read on the next sweep or change."""
         with self._lock:
             current = dict(self._tails)
         for uuid in set(current) - set(running):
@@ -118,11 +129,19 @@ class ConsoleManager:
         self._watcher.watch(spec.path.parent)
         with self._lock:
             self._tails[uuid] = _Tail(spec, file, writer)
+            self._by_name.setdefault(spec.path.name, set()).add(uuid)
         log.info("console of %s: tailing %s", spec.name, spec.path)
 
     def _finish(self, uuid: str, tail: _Tail) -> None:
+        """Stop tailing; the console thread (the only one touching writers) publishes the
+        last lines and hands the buffer over."""
         with self._lock:
             self._tails.pop(uuid, None)
+            self._by_name.get(tail.spec.path.name, set()).discard(uuid)
+            self._closing.append(tail)
+        self._wake.set()
+
+    def _close(self, tail: _Tail) -> None:
         try:
             self._read(tail)
             self.bytes_published += tail.writer.release()
@@ -136,19 +155,45 @@ class ConsoleManager:
         self._wake.set()
 
     def _run(self) -> None:
+        """Publish every dirty buffer together, at most once per `publish_interval` (one
+        transaction for all); files are read when a publish is due, or on the sweep."""
         timeout = self._interval
+        dirty: dict[str, _Tail] = {}
+        last_publish = 0.0
+        next_sweep = time.monotonic() + self._interval
         while not self._stop.is_set():
             self._wake.wait(timeout)
             self._wake.clear()
+            now = time.monotonic()
+            due = last_publish + self._publish_interval
+            sweep = now >= next_sweep  # a safety net: every file now and then
+            if now < due and not sweep and not self._closing:
+                timeout = due - now  # gather changes until the next publish may happen
+                continue
             with self._lock:
                 tails = dict(self._tails)
-                self._changed.clear()
-            # Reading a file that did not change costs one small read: service them all.
-            next_due = min((due for tail in tails.values()
-                            if (due := self._service(tail)) is not None), default=None)
-            timeout = self._interval
-            if next_due is not None:  # a publish held back by the rate bound
-                timeout = min(timeout, max(0.01, next_due - time.monotonic()))
+                changed, self._changed = self._changed, set()
+                closing, self._closing = self._closing, []
+            for tail in closing:
+                dirty.pop(tail.writer.uuid, None)
+                self._close(tail)
+            if sweep:
+                next_sweep = now + self._interval
+                todo = tails
+            else:  # only the tails whose file changed (by name: a shared name costs a read)
+                todo = {u: tails[u] for name in changed for u in self._by_name.get(name, ())
+                        if u in tails}
+            for uuid, tail in todo.items():
+                if self._service(tail):
+                    dirty[uuid] = tail
+            for uuid in set(dirty) - set(tails):
+                del dirty[uuid]
+            if dirty:
+                last_publish = time.monotonic()
+                dirty = self._publish(list(dirty.values()))
+            timeout = max(0.005, next_sweep - time.monotonic())
+            if dirty:  # held back (handover, or ZooKeeper away): try again soon
+                timeout = min(timeout, self._publish_interval)
 
     def _read(self, tail: _Tail) -> None:
         for _ in range(64):  # bounded: 64 MiB per wake at most, then the next wake
@@ -164,24 +209,20 @@ class ConsoleManager:
         tail.writer.source = ({**asdict(position), "instance": tail.spec.instance,
                                "node": self._node} if position else {})
 
-    def _service(self, tail: _Tail) -> float | None:
-        """Read and (rate permitting) publish; returns when a held-back publish is due."""
+    def _service(self, tail: _Tail) -> bool:
+        """Read new lines; whether the buffer now has something to publish."""
         try:
             self._read(tail)
         except OSError as exc:
             log.warning("console of %s: %s", tail.spec.name, exc)
-            return None
-        if not tail.writer.dirty():
-            return None
-        due = tail.last_publish + self._publish_interval
-        if time.monotonic() < due:
-            return due
-        if tail.writer.held():
-            return time.monotonic() + 0.05  # the previous node is still handing over
+            return False
+        return tail.writer.dirty()
+
+    def _publish(self, tails: list[_Tail]) -> dict[str, _Tail]:
+        """Publish these buffers together; returns those still to publish."""
+        ready = [t for t in tails if not t.writer.held()]  # held: a handover under way
         try:
-            self.bytes_published += tail.writer.publish()
-            tail.last_publish = time.monotonic()
+            self.bytes_published += publish_together(self._zk, [t.writer for t in ready])
         except (KazooException, RuntimeError) as exc:  # ZooKeeper away: lines wait, bounded
-            log.warning("console of %s: publish failed (%s); will retry", tail.spec.name, exc)
-            return time.monotonic() + self._interval
-        return None
+            log.warning("console publish failed (%s); will retry", exc)
+        return {t.writer.uuid: t for t in tails if t.writer.dirty()}

@@ -9,14 +9,14 @@ lines after the other's. Requests stay far below ZooKeeper's 1 MiB limit.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 
 from pvc_tui.cluster import layout
 from pvc_tui.cluster.console import (
@@ -65,7 +65,7 @@ class ConsoleWriter:
         self._meta_version = -1
         self._generation = self._first_seq = self._next_seq = 0
         self._current: list[Any] = []
-        self._stored_chunks: set[int] = set()
+        self._stored_chunks: set[int] = set()  # chunk indexes that exist in ZooKeeper
         self.loaded_source: dict[str, Any] = {}
         self.loaded_node = ""
         try:
@@ -78,15 +78,24 @@ class ConsoleWriter:
         self._first_seq, self._next_seq = meta["first_seq"], meta["next_seq"]
         self.loaded_source, self.loaded_node = meta["source"], meta["node"]
         self._published_partial = meta["partial"]
-        if self._next_seq % CHUNK_LINES:
+        # What exists, as ZooKeeper has it (not as the meta suggests): a reload after a
+        # conflict must leave this writer's view exactly true.
+        try:
+            children = self._zk.get_children(console_path(self.uuid))
+        except NoNodeError:
+            children = []
+        self._stored_chunks = {int(name) for name in children if name.isdigit()}
+        current_index = chunk_of(self._next_seq)
+        slots = self._next_seq % CHUNK_LINES
+        self._current = [None] * slots  # lines it cannot read back count as dropped
+        if slots and current_index in self._stored_chunks:
             try:
-                data, _ = self._zk.get(chunk_path(self.uuid, chunk_of(self._next_seq)))
+                data, _ = self._zk.get(chunk_path(self.uuid, current_index))
                 entries = json.loads(data.decode("ascii"))
-                self._current = entries[: self._next_seq % CHUNK_LINES]
+                if isinstance(entries, list):
+                    self._current = (entries + [None] * slots)[:slots]
             except (NoNodeError, ValueError):
-                self._current = []
-        first_chunk = chunk_of(self._first_seq)
-        self._stored_chunks = set(range(first_chunk, chunk_of(max(self._next_seq, 1) - 1) + 1))
+                pass
 
     @property
     def next_seq(self) -> int:
@@ -144,17 +153,21 @@ class ConsoleWriter:
         if self.held() and not force:
             return 0
         for _ in range(10):
+            plan = self.plan()
             try:
-                return self._publish_once()
+                for step in plan.steps:
+                    commit(self._zk, step.ops)
             except BadVersionError:
                 log.info("console of %s was written by another agent: continuing after it",
                          self.uuid)
                 self._load()
+                continue
+            self.applied(plan)
+            return plan.size
         raise RuntimeError(f"console buffer of {self.uuid} kept changing")
 
-    def _publish_once(self) -> int:
-        written = 0
-        pending = list(self._pending)
+    def plan(self) -> PublishPlan:
+        """The requests that would publish what is pending (no I/O)."""
         generation = self._generation + (1 if self._restart_pending else 0)
         seq, current = self._next_seq, list(self._current)
         kept_from = 0
@@ -162,62 +175,59 @@ class ConsoleWriter:
             seq = kept_from = seq + self._skipped
             current = [None] * (seq % CHUNK_LINES)
         chunks: dict[int, list[Any]] = {}
-        for text, flags in pending:
+        for text, flags in self._pending:
             current.append(encode_entry(text, flags))
             seq += 1
             chunks[chunk_of(seq - 1)] = current
             if len(current) == CHUNK_LINES:
                 current = []
-        first_seq = max(self._first_seq, seq - self._max_lines, kept_from)
-        batches = self._batches(chunks)
-        meta_version = self._meta_version
+        first_seq = max(self._first_seq, seq - self._max_lines, kept_from, 0)
+        stale = sorted(i for i in self._stored_chunks if i < chunk_of(first_seq))
+        encoded = {index: encode_chunk(entries) for index, entries in chunks.items()}
+        steps: list[Step] = []
+        version = self._meta_version
+        batches = self._batches(encoded)
         for i, batch in enumerate(batches):
             final = i == len(batches) - 1
-            tx = self._zk.transaction()
-            if meta_version >= 0:
-                tx.check(console_path(self.uuid), meta_version)
-            batch_end = seq if final else (max(batch) + 1) * CHUNK_LINES
             meta = layout.encode({
-                "generation": generation, "first_seq": max(first_seq, 0),
-                "next_seq": batch_end, "partial": self._partial if final else "",
-                "node": self._owner, "source": self.source, "updated_at": time.time(),
-            })
-            written += len(meta)
-            if meta_version < 0:  # the meta record is the chunks' parent: it goes first
-                tx.create(console_path(self.uuid), meta)
-            else:
-                tx.set_data(console_path(self.uuid), meta)
+                "generation": generation, "first_seq": first_seq,
+                "next_seq": seq if final else (max(batch) + 1) * CHUNK_LINES,
+                "partial": self._partial if final else "", "node": self._owner,
+                "source": self.source, "updated_at": time.time(),
+            }, sort_keys=False)
+            # The meta record goes first (it is the chunks' parent); setting it with the
+            # version this writer last saw is the compare-and-set of the whole publish.
+            ops: list[Op] = [("create", console_path(self.uuid), meta, -1) if version < 0
+                             else ("set", console_path(self.uuid), meta, version)]
             for index in sorted(batch):
-                payload = encode_chunk(chunks[index])
-                written += len(payload)
-                if index in self._stored_chunks:
-                    tx.set_data(chunk_path(self.uuid, index), payload)
-                else:
-                    tx.create(chunk_path(self.uuid, index), payload)
-            results = tx.commit()
-            if any(isinstance(r, Exception) for r in results):
-                if any(isinstance(r, (BadVersionError, NodeExistsError, NoNodeError))
-                       for r in results):
-                    raise BadVersionError()
-                raise next(r for r in results if isinstance(r, Exception))
-            meta_version = meta_version + 1 if meta_version >= 0 else 0
-            self._stored_chunks.update(batch)
-        self._meta_version = meta_version
+                kind = "set" if index in self._stored_chunks else "create"
+                ops.append((kind, chunk_path(self.uuid, index), encoded[index], -1))
+            if final:  # chunks now older than the buffer keeps
+                ops.extend(("delete", chunk_path(self.uuid, index), b"", -1) for index in stale)
+            version += 1
+            steps.append(Step(ops, sum(len(op[2]) for op in ops), batch))
+        return PublishPlan(self, steps, (seq, current, generation, first_seq, stale))
+
+    def applied(self, plan: PublishPlan) -> None:
+        """Take the state a successfully committed plan leads to."""
+        seq, current, generation, first_seq, stale = plan.state
+        self._meta_version += len(plan.steps)
+        for step in plan.steps:
+            self._stored_chunks.update(step.chunks)
+        self._stored_chunks.difference_update(stale)
         self._next_seq, self._current, self._generation = seq, current, generation
-        self._first_seq = max(first_seq, 0)
+        self._first_seq = first_seq
         self._pending.clear()
         self._skipped = 0
         self._restart_pending = False
         self._published_partial = self._partial
-        self._trim()
-        return written
 
-    def _batches(self, chunks: dict[int, list[Any]]) -> list[set[int]]:
+    def _batches(self, chunks: dict[int, bytes]) -> list[set[int]]:
         """Dirty chunks grouped so that no transaction exceeds MAX_REQUEST_BYTES."""
         batches: list[set[int]] = [set()]
         size = 0
         for index in sorted(chunks):
-            payload = len(encode_chunk(chunks[index]))
+            payload = len(chunks[index])
             if batches[-1] and size + payload > MAX_REQUEST_BYTES:
                 batches.append(set())
                 size = 0
@@ -225,10 +235,95 @@ class ConsoleWriter:
             size += payload
         return batches
 
-    def _trim(self) -> None:
-        """Delete chunks that hold only lines older than the buffer keeps."""
-        keep_from = chunk_of(self._first_seq)
-        for index in sorted(i for i in self._stored_chunks if i < keep_from):
-            with contextlib.suppress(NoNodeError):
-                self._zk.delete(chunk_path(self.uuid, index))
-            self._stored_chunks.discard(index)
+
+Op = tuple[str, str, bytes, int]  # (create | set | delete, path, data, version or -1)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transaction's worth of operations for one writer."""
+
+    ops: list[Op]
+    size: int
+    chunks: set[int]
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """What publishing a writer's pending lines takes, and the state it leads to."""
+
+    writer: ConsoleWriter
+    steps: list[Step]
+    state: tuple[int, list[Any], int, int, list[int]]
+
+    @property
+    def size(self) -> int:
+        """Bytes the plan writes."""
+        return sum(step.size for step in self.steps)
+
+
+def commit(zk: KazooClient, ops: list[Op]) -> None:
+    """Run `ops` as one transaction; BadVersionError if the buffer changed under us."""
+    tx = zk.transaction()
+    for kind, path, data, version in ops:
+        if kind == "create":
+            tx.create(path, data)
+        elif kind == "set":
+            tx.set_data(path, data, version)
+        else:
+            tx.delete(path)
+    results = tx.commit()
+    failures = [r for r in results if isinstance(r, Exception)]
+    if failures:
+        if any(isinstance(r, (BadVersionError, NodeExistsError, NoNodeError))
+               for r in failures):
+            raise BadVersionError()
+        raise failures[0]
+
+
+def publish_together(zk: KazooClient, writers: list[ConsoleWriter]) -> int:
+    """Publish several buffers in as few transactions as fit; returns bytes written.
+
+    A buffer needing more than one request, or a transaction refused because one of
+    its buffers changed meanwhile, is published on its own (which reloads and retries).
+    """
+    written = 0
+    alone = [w for w in writers if w.held()]
+    group: list[PublishPlan] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal written, size
+        if not group:
+            return
+        try:
+            commit(zk, [op for plan in group for op in plan.steps[0].ops])
+        except BadVersionError:
+            alone.extend(plan.writer for plan in group)
+        else:
+            for plan in group:
+                plan.writer.applied(plan)
+                written += plan.size
+        group.clear()
+        size = 0
+
+    for writer in writers:
+        if writer in alone:
+            continue
+        plan = writer.plan()
+        if len(plan.steps) > 1:
+            alone.append(writer)
+            continue
+        if group and size + plan.size > MAX_REQUEST_BYTES:
+            flush()
+        group.append(plan)
+        size += plan.size
+    flush()
+    for writer in alone:  # one buffer's trouble never holds up the others
+        if writer.held():
+            continue
+        try:
+            written += writer.publish()
+        except (RuntimeError, KazooException) as exc:
+            log.warning("console of %s not published: %s", writer.uuid, exc)
+    return written

@@ -95,16 +95,18 @@ class DirectoryWatcher:
     """Calls `on_change(file_name)` (from its own thread) when a file in one of the watched
     directories is modified, created, deleted, moved in/out or truncated.
 
-    Names are coalesced per wake-up (one call per name per batch of events).  If the kernel's
-    event queue overflows, or a watched directory appears late, every file in the directory
+    Names are coalesced per wake-up (one call per name per batch of events); with
+    `batch_delay`, events gather that long after the first one before they are read.
+    If the kernel's event queue overflows, or a watched directory appears late, every file in the directory
     is reported.  A directory that does not exist (yet) or disappears is retried every
     `poll_interval`.  Exceptions from `on_change` are logged, never fatal to the thread.
     """
 
     def __init__(self, on_change: Callable[[str], None], poll_interval: float = 0.5,
-                 force_polling: bool = False) -> None:
+                 force_polling: bool = False, batch_delay: float = 0.0) -> None:
         self._on_change = on_change
         self._interval = poll_interval
+        self._batch_delay = batch_delay  # let events gather this long: fewer, larger batches
         self._inotify = None if force_polling else _Inotify.open()
         self._lock = threading.Lock()
         self._dirs: dict[Path, int | None] = {}       # directory -> inotify wd (None: not yet)
@@ -174,6 +176,8 @@ class DirectoryWatcher:
                 return
             if self._wake_r in ready:
                 _drain(self._wake_r)
+            elif ready and self._batch_delay:  # interruptible by stop()
+                select.select([self._wake_r], [], [], self._batch_delay)
             names: list[str] = []
             if self._inotify is None:
                 if not ready:

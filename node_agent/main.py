@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--console-log-interval", type=float,
                         help="console poll interval without inotify (default 0.5 s)")
     parser.add_argument("--console-publish-interval", type=float,
-                        help="least time between console publishes of one VM (default 0.2 s)")
+                        help="least time between console publishes of one VM (default 0.05 s)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

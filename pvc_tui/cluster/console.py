@@ -31,7 +31,7 @@ from pvc_tui.cluster.errors import InvalidRequest
 if TYPE_CHECKING:
     from pvc_tui.cluster.client import ClusterClient
 
-CHUNK_LINES = 32
+CHUNK_LINES = 16
 MAX_LINE_BYTES = 4096  # longer lines arrive cut into pieces (cont=True)
 MAX_BUFFER_LINES = 100_000
 FLAG_CONT = 1  # the line continues in the next one (cut at MAX_LINE_BYTES)
