@@ -97,9 +97,10 @@ class DirectoryWatcher:
 
     Names are coalesced per wake-up (one call per name per batch of events); with
     `batch_delay`, events gather that long after the first one before they are read.
-    If the kernel's event queue overflows, or a watched directory appears late, every file in the directory
-    is reported.  A directory that does not exist (yet) or disappears is retried every
-    `poll_interval`.  Exceptions from `on_change` are logged, never fatal to the thread.
+    If the kernel's event queue overflows, or a watched directory appears late, every
+    file in the directory is reported.  A directory that does not exist (yet) or
+    disappears is retried every `poll_interval`.  Exceptions from `on_change` are
+    logged, never fatal to the thread.
     """
 
     def __init__(self, on_change: Callable[[str], None], poll_interval: float = 0.5,
