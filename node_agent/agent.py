@@ -31,7 +31,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry
 
 from node_agent.config import AgentConfig
-from node_agent.console import ConsoleManager, TailSpec
+from node_agent.console import ConsoleManager, ConsolePaths
 from node_agent.domain_runner import DomainStateRunner
 from node_agent.hypervisor import DomainInfo, Hypervisor
 from node_agent.reconciler import Desired, Reconciler
@@ -92,13 +92,17 @@ class NodeAgent:
         )
         self.records = AgentRecords(self.zk, self.name)
         self.reconciler = Reconciler(self.hypervisor, self.records, self.name,
-                                     config.console_log_dir, config.shutdown_timeout)
+                                     config.console_log_dir, config.shutdown_timeout,
+                                     before_handover=self._refresh_summary)
+        self._summary_lock = threading.Lock()
+        self._last_mine: list[Desired] = []
         self.domain_runner = DomainStateRunner(self.records, config.flush_concurrency,
                                                config.target_selector)
         self.console = ConsoleManager(self.zk, self.name, config.console_log_lines,
                                       config.console_log_interval,
                                       config.console_publish_interval)
-        self._console_paths: dict[str, tuple[Path, bool, int]] = {}  # path, append, instance
+        self._console_paths = ConsolePaths(self.name, Path(config.console_log_dir),
+                                           self.hypervisor.console_log)
 
     def wake(self) -> None:
         """Ask for a reconcile pass soon (safe from any thread)."""
@@ -301,6 +305,7 @@ class NodeAgent:
             self._deferred |= busy
         domains = self.hypervisor.domains()
         # The node summary first: whoever sees a VM's new runtime sees its node current.
+        self._last_mine = mine
         self._keepalive(mine, domains, keepalive_due)
         for want in mine:
             if want.uuid not in busy:
@@ -309,26 +314,10 @@ class NodeAgent:
 
     def _sync_consoles(self, mine: list[Desired], domains: dict[str, DomainInfo]) -> None:
         """Tail the console of every VM running here, and only those."""
-        specs: dict[str, TailSpec] = {}
-        for want in mine:
-            dom = domains.get(want.uuid)
-            if dom is None or dom.power_state not in (PowerState.RUNNING, PowerState.PAUSED):
-                continue
-            known = self._console_paths.get(want.uuid)
-            if known is None or known[2] != dom.instance:
-                named, append = self.hypervisor.console_log(want.uuid)
-                path = Path(named) if named else (Path(self.config.console_log_dir)
-                                                  / f"{want.name}.log")
-                known = self._console_paths[want.uuid] = (path, append, dom.instance)
-            move = want.record.get("migration") or {}
-            last = want.record.get("last_migration") or {}
-            live = (move.get("target") == self.name and move.get("phase") in (
-                "migrating", "done")) or (last.get("target") == self.name
-                                          and last.get("used") == "live")
-            specs[want.uuid] = TailSpec(want.name, known[0], dom.instance, known[1], live)
-        for uuid in set(self._console_paths) - set(specs):
-            del self._console_paths[uuid]  # read the path again when it runs again
-        self.console.sync(specs)
+        running = [(w.uuid, w.name, w.record, domains[w.uuid].instance) for w in mine
+                   if w.uuid in domains and domains[w.uuid].power_state in (
+                       PowerState.RUNNING, PowerState.PAUSED)]
+        self.console.sync(self._console_paths.specs(running))
 
     def _submit(self, uuid: str, task: Callable[..., None], *args: Any) -> None:
         """Run `task` for one VM, unless one is still running for it: then look again
@@ -376,8 +365,17 @@ class NodeAgent:
 
         self.records.update_vm(want.uuid, mutate)
 
+    def _refresh_summary(self) -> None:
+        """Write the node summary now if what runs here changed (from a VM task)."""
+        self._keepalive(self._last_mine, self.hypervisor.domains(), due=False)
+
     def _keepalive(self, mine: list[Desired], domains: dict[str, DomainInfo],
                    due: bool) -> None:
+        with self._summary_lock:
+            self._write_summary(mine, domains, due)
+
+    def _write_summary(self, mine: list[Desired], domains: dict[str, DomainInfo],
+                       due: bool) -> None:
         # What runs here is what loads the node, whoever it is assigned to.
         running = sorted((d for d in domains.values() if d.managed_by(self._cluster_id)
                           and d.power_state in (PowerState.RUNNING, PowerState.PAUSED)),

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
@@ -37,6 +39,36 @@ class TailSpec:
     instance: int  # the domain's ID: a new one means the guest started again
     append: bool = False  # libvirt keeps the log across starts (append='on')
     arrived_live: bool = False  # it came here by live migration: no restart marker
+
+
+class ConsolePaths:
+    """Where each running VM's console log is, read from its live XML once per start."""
+
+    def __init__(self, node: str, default_dir: Path,
+                 read_log: Callable[[str], tuple[str | None, bool]]) -> None:
+        self._node = node
+        self._default_dir = default_dir
+        self._read_log = read_log
+        self._known: dict[str, tuple[Path, bool, int]] = {}  # uuid -> path, append, instance
+
+    def specs(self, running: list[tuple[str, str, dict[str, Any], int]]) -> dict[str, TailSpec]:
+        """TailSpecs for (uuid, name, VM record, domain instance) of the running VMs."""
+        specs: dict[str, TailSpec] = {}
+        for uuid, name, record, instance in running:
+            known = self._known.get(uuid)
+            if known is None or known[2] != instance:
+                named, append = self._read_log(uuid)
+                path = Path(named) if named else self._default_dir / f"{name}.log"
+                known = self._known[uuid] = (path, append, instance)
+            move = record.get("migration") or {}
+            last = record.get("last_migration") or {}
+            live = (move.get("target") == self._node and move.get("phase") in (
+                "migrating", "done")) or (last.get("target") == self._node
+                                          and last.get("used") == "live")
+            specs[uuid] = TailSpec(name, known[0], instance, known[1], live)
+        for uuid in set(self._known) - set(specs):
+            del self._known[uuid]  # read the path again when it runs again
+        return specs
 
 
 @dataclass

@@ -61,8 +61,12 @@ class Reconciler:
     """Applies desired VM states and moves to the local hypervisor."""
 
     def __init__(self, hypervisor: Hypervisor, cluster: ClusterIO, node_name: str,
-                 console_log_dir: str, shutdown_timeout: float) -> None:
+                 console_log_dir: str, shutdown_timeout: float,
+                 before_handover: Callable[[], None] = lambda: None) -> None:
         self._hv = hypervisor
+        # called once a VM has left this node's libvirt and before the move says so: the
+        # node's own record must never still claim a VM its target already runs
+        self._before_handover = before_handover
         self._cluster = cluster
         self._name = node_name
         self._console_log_dir = console_log_dir
@@ -224,10 +228,12 @@ class Reconciler:
         wants_running = want.state in (VMState.START, VMState.RESTART)
         if dom is None and move.phase == MigrationPhase.MIGRATING:
             # gone from here mid-migration: it landed on the target (UNDEFINE_SOURCE)
+            self._before_handover()
             self._mark_move(want, move, MigrationPhase.DONE, "live")
             return
         if dom is None or not dom.isActive():
             self._forget_shutdown(want.uuid)
+            self._before_handover()
             self._mark_move(want, move, MigrationPhase.RELEASED,
                             "shutdown" if wants_running else "cold")
             return
@@ -243,6 +249,7 @@ class Reconciler:
             self._shut_down(want, dom)
         if not dom.isActive():
             self._forget_shutdown(want.uuid)
+            self._before_handover()
             self._mark_move(want, move, MigrationPhase.RELEASED, "shutdown")
 
     def _migrate_live(self, want: Desired, move: Migration, dom: libvirt.virDomain,
@@ -273,6 +280,7 @@ class Reconciler:
             return False
         log.info("VM %s: live migration to %s took %.2f s", want.name, move.target,
                  time.monotonic() - began)
+        self._before_handover()
         self._mark_move(want, move, MigrationPhase.DONE, "live")
         return True
 
