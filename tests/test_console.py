@@ -209,3 +209,16 @@ def test_partial_event_then_completion(client: ClusterClient, start_agent: Agent
     write(log, b"admin\n")
     f.wait_for(lambda f: any(line.text == "login: admin" for line in f.lines()))
     assert [line.text for line in f.lines()].count("login: admin") == 1
+
+
+def test_follow_begun_before_any_output_gets_every_line(
+        client: ClusterClient, start_agent: AgentFactory, follower: list[Follower]) -> None:
+    agent = start_agent("hv1", *FAST)
+    client.define_vm(vm_xml("quiet"), "hv1")
+    f = Follower(client, "quiet", last=0)  # waits: the VM never logged
+    follower.append(f)
+    log = log_of(agent, "quiet")
+    log.write_bytes(b"".join(b"boot %d\n" % i for i in range(40)))  # a burst at power-on
+    client.start_vm("quiet", wait=True, timeout=20)
+    f.wait_for(lambda f: len(f.lines()) >= 40)
+    assert [line.text for line in f.lines()] == [f"boot {i}" for i in range(40)]

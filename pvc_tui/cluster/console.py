@@ -201,7 +201,8 @@ def follow(client: ClusterClient, name: str, last: int = 10,
 
     DataWatch(client.zk, console_path(vm.uuid), on_meta)
     DataWatch(client.zk, layout.vm_path(vm.uuid), vm_gone)
-    cursor: int | None = None
+    # A buffer that does not exist yet: everything it will hold is new to this reader.
+    cursor: int | None = None if read_meta(client, vm.uuid) is not None else 0
     partial = ""
     try:
         while not stop.is_set():
