@@ -66,5 +66,8 @@ def demo_default(args: argparse.Namespace) -> int:
         state_dir = (args.state_dir or demo.default_state_dir()).resolve()
         sandbox = demo.load(state_dir)
         args.zk = sandbox.zk if sandbox else args.zk
-        return commands.overview(args)
+        code = commands.overview(args)
+        print("\ntry: pvc-tui vm log web1 --follow | pvc-tui vm migrate web1 --wait | "
+              "pvc-tui node flush hv1 --wait | pvc-tui demo down", file=sys.stderr)
+        return code
     raise InvalidRequest(f"unknown demo action {args.action}")
