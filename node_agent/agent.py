@@ -310,13 +310,20 @@ class NodeAgent:
         for want in mine:
             if want.uuid not in busy:
                 self._publish_runtime(want, domains.get(want.uuid), keepalive_due)
-        self._sync_consoles(mine, domains)
+        self._sync_consoles(cached, domains)
 
-    def _sync_consoles(self, mine: list[Desired], domains: dict[str, DomainInfo]) -> None:
-        """Tail the console of every VM running here, and only those."""
-        running = [(w.uuid, w.name, w.record, domains[w.uuid].instance) for w in mine
-                   if w.uuid in domains and domains[w.uuid].power_state in (
-                       PowerState.RUNNING, PowerState.PAUSED)]
+    def _sync_consoles(self, records: dict[str, tuple[dict[str, Any], int]],
+                       domains: dict[str, DomainInfo]) -> None:
+        """Tail the console of every VM whose guest runs here: those assigned here, and
+        those leaving that have not left yet (a live migration's last lines)."""
+        running = []
+        for uuid, (record, _) in records.items():
+            dom = domains.get(uuid)
+            if dom is None or dom.power_state not in (PowerState.RUNNING, PowerState.PAUSED):
+                continue
+            leaving = (record.get("migration") or {}).get("source") == self.name
+            if record["node"] == self.name or leaving:
+                running.append((uuid, record["name"], record, dom.instance))
         self.console.sync(self._console_paths.specs(running))
 
     def _submit(self, uuid: str, task: Callable[..., None], *args: Any) -> None:

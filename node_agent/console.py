@@ -51,6 +51,7 @@ class ConsolePaths:
         self._default_dir = default_dir
         self._read_log = read_log
         self._known: dict[str, tuple[Path, bool, int]] = {}  # uuid -> path, append, instance
+        self._arrived: dict[str, int] = {}  # uuid -> the instance that arrived live
 
     def specs(self, running: list[tuple[str, str, dict[str, Any], int]]) -> dict[str, TailSpec]:
         """TailSpecs for (uuid, name, VM record, domain instance) of the running VMs."""
@@ -62,13 +63,13 @@ class ConsolePaths:
                 path = Path(named) if named else self._default_dir / f"{name}.log"
                 known = self._known[uuid] = (path, append, instance)
             move = record.get("migration") or {}
-            last = record.get("last_migration") or {}
-            live = (move.get("target") == self._node and move.get("phase") in (
-                "migrating", "done")) or (last.get("target") == self._node
-                                          and last.get("used") == "live")
+            if move.get("target") == self._node and move.get("phase") in ("migrating", "done"):
+                self._arrived[uuid] = instance  # this very guest instance came in live
+            live = self._arrived.get(uuid) == instance
             specs[uuid] = TailSpec(name, known[0], instance, known[1], live)
         for uuid in set(self._known) - set(specs):
             del self._known[uuid]  # read the path again when it runs again
+            self._arrived.pop(uuid, None)
         return specs
 
 

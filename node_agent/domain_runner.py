@@ -157,7 +157,11 @@ class DomainStateRunner:
 
     def _flush_one(self, vm: VM) -> dict[str, Any]:
         if vm.migration is not None:  # a move already under way (e.g. before a crash)
-            return self._follow(vm, "migrate")
+            arriving = vm.migration.target == self._name
+            item = self._follow(vm, "migrate")
+            if not arriving or not item["result"].startswith("ok"):
+                return item
+            vm = self._client.get_vm(vm.uuid)  # it came here meanwhile: it must go too
         with self._plan_lock:
             try:
                 moved = moves.request_move(self._client, vm.uuid, "migrate",

@@ -23,6 +23,7 @@ from kazoo.exceptions import ConnectionLoss, NoNodeError, SessionExpiredError
 
 from node_agent.hypervisor import Hypervisor, power_state_of
 from pvc_tui.cluster.domain_xml import mark_managed, with_console_log
+from pvc_tui.cluster.errors import PvcError
 from pvc_tui.cluster.layout import MigrationPhase, PowerState, VMState
 from pvc_tui.cluster.models import Migration, Node
 
@@ -237,12 +238,24 @@ class Reconciler:
             self._mark_move(want, move, MigrationPhase.RELEASED,
                             "shutdown" if wants_running else "cold")
             return
-        if wants_running and move.method != "shutdown" and self._hv.supports_live_migration():
+        try:
             target = self._cluster.get_node(move.target)
-            if target.migration_uri and self._migrate_live(want, move, dom, target):
+        except PvcError:  # no such node any more
+            target = Node(name=move.target, daemon_state="missing", domain_state="",
+                          alive=False)
+        if target.daemon_state != "run" and move.used != "shutdown":
+            # never power a guest off for a node that cannot take it: keep it here
+            self._withdraw_move(want, move, f"target {move.target}'s agent is "
+                                            f"{target.daemon_state}")
+            return
+        live_possible = (move.method != "shutdown" and move.used != "shutdown"
+                         and bool(target.migration_uri) and self._hv.supports_live_migration())
+        if wants_running and live_possible:
+            if self._migrate_live(want, move, dom, target):
                 return
             if move.method == "live":
                 return  # forced live and it failed: the move was withdrawn
+            self._mark_move(want, move, MigrationPhase.MIGRATING, "shutdown")  # no retry
         if want.state == VMState.STOP:
             dom.destroy()
         else:
@@ -303,8 +316,7 @@ class Reconciler:
             if (record.get("migration") or {}).get("id") != move.id:
                 return False
             record["node"] = self._name
-            if record["previous_node"] == self._name:
-                record["previous_node"] = ""
+            record["previous_node"] = record["migration"].get("previous_node", "")
             record["failed_reason"] = reason
             record["last_migration"], record["migration"] = record["migration"], {}
             return True

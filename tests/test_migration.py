@@ -10,7 +10,14 @@ from collections.abc import Callable
 
 import pytest
 
-from pvc_tui.cluster import ClusterClient, InvalidRequest, NotFound, layout, moves
+from pvc_tui.cluster import (
+    ClusterClient,
+    InvalidRequest,
+    NotFound,
+    OperationFailed,
+    layout,
+    moves,
+)
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.cluster.errors import PvcError, Refused
 from pvc_tui.cluster.models import VM
@@ -232,3 +239,25 @@ def test_cli_moves_and_their_exit_codes(client: ClusterClient, cluster: Cluster)
     assert_one_line_error(pvc("vm", "unmigrate", "web1", zk=zk), 1, "no previous node")
     run = pvc("vm", "move", "web1", "--target", "hv1", zk=zk)
     assert run.returncode == 0 and "belongs to hv1 permanently" in run.stdout
+
+
+def test_a_move_to_a_target_that_died_is_withdrawn(client: ClusterClient,
+                                                   cluster: Cluster) -> None:
+    """Never power a guest off for a node that cannot take it: the move is withdrawn,
+    the VM keeps running where it is, and its previous node is as before."""
+    agents = cluster(3)
+    client.define_vm(vm_xml("web1"), "hv1", start=True)
+    client.start_vm("web1", wait=True, timeout=20)
+    client.migrate_vm("web1", target="hv3", wait=True, timeout=20)  # previous node hv1
+    os.kill(agents[2].ref.pid, signal.SIGSTOP)  # the source waits while...
+    try:
+        moving = client.migrate_vm("web1", target="hv2", force=True)
+        os.kill(agents[1].ref.pid, signal.SIGTERM)  # ...the target's agent goes away
+        agents[1].proc.wait(timeout=10)
+    finally:
+        os.kill(agents[2].ref.pid, signal.SIGCONT)
+    with pytest.raises(OperationFailed, match="stayed on hv3: target hv2's agent is stop"):
+        moves.wait_move(client, moving, 20)
+    vm = client.start_vm("web1", wait=True, timeout=20)
+    assert (vm.node, vm.previous_node, vm.power_state) == ("hv3", "hv1", "running")
+    assert running_on(client, "web1") == ["hv3"]

@@ -137,7 +137,10 @@ def _page(lines: list[ConsoleLine], partial: str) -> int:
     for line in lines:
         renderer.line(line)
     renderer.partial(partial, final=True)
-    argv = shlex.split(os.environ.get("PAGER") or "less")
+    try:
+        argv = shlex.split(os.environ.get("PAGER") or "less")
+    except ValueError:  # an unparsable $PAGER: show the text plainly
+        argv = []
     if not argv or shutil.which(argv[0]) is None:
         sys.stdout.write(text.getvalue())
         return 0

@@ -123,6 +123,7 @@ MIGRATION_FIELDS: dict[str, Any] = {
     "phase": "requested",  # MigrationPhase
     "used": "",  # the method the source used: live or shutdown
     "requested_at": 0.0,
+    "previous_node": "",  # the VM's previous node before this move (for a withdrawal)
 }
 VM_RUNTIME_FIELDS: dict[str, Any] = {
     "power_state": PowerState.UNKNOWN.value,

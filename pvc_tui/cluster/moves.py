@@ -58,6 +58,7 @@ def request_move(client: ClusterClient, name: str, kind: MoveKind, target: str |
             "id": uuidlib.uuid4().hex, "source": vm.node, "target": new_node,
             "method": vm.migration_method, "phase": layout.MigrationPhase.REQUESTED.value,
             "used": "", "requested_at": time.time(),
+            "previous_node": vm.previous_node,  # restored if the move is withdrawn
         }
 
     return client.update_vm(name, mutate)
