@@ -293,11 +293,14 @@ class ClusterClient:
             return vm
         return self.wait_vm_state(vm, state, timeout)
 
-    def update_vm(self, name_or_uuid: str, mutate: Callable[[dict[str, Any]], None]) -> VM:
+    def update_vm(self, name_or_uuid: str, mutate: Callable[[dict[str, Any]], None],
+                  unchanged: Callable[[], list[tuple[str, int]]] | None = None) -> VM:
         """Read-validate-write a VM record with compare-and-set, retrying on races.
 
         `mutate` edits the record in place and may raise InvalidRequest to refuse;
         it is called again with fresh data whenever another writer got in first.
+        `unchanged`, called after `mutate`, names other znodes (path, version) that
+        `mutate` relied on: the write happens only if none of them changed either.
         """
         for _ in range(MAX_CAS_ATTEMPTS):
             uuid = self._resolve_uuid(name_or_uuid)
@@ -310,12 +313,14 @@ class ClusterClient:
             except RecordError as exc:
                 raise RecordError(f"the record of VM {uuid} is invalid: {exc}") from None
             mutate(record)
-            try:
-                stat = self.zk.set(layout.vm_path(uuid), layout.encode(record),
-                                   version=stat.version)
-            except (BadVersionError, NoNodeError):
-                continue
-            return VM.from_record(record, stat.version)
+            tx = self.zk.transaction()
+            for path, version in unchanged() if unchanged else []:
+                tx.check(path, version)
+            tx.set_data(layout.vm_path(uuid), layout.encode(record), version=stat.version)
+            results = tx.commit()
+            if any(isinstance(r, Exception) for r in results):
+                continue  # someone got in first: read everything again
+            return VM.from_record(record, stat.version + 1)
         raise ConflictError(f"VM {name_or_uuid!r} kept changing; try again")
 
     def wait_vm_state(self, vm: VM, goal: VMState, timeout: float) -> VM:

@@ -45,11 +45,17 @@ def request_move(client: ClusterClient, name: str, kind: MoveKind, target: str |
     if target is not None and target not in {n.name for n in client.list_nodes()}:
         raise NotFound(f"no node named {target!r}")
 
+    relied_on: list[tuple[str, int]] = []
+
     def mutate(record: dict[str, Any]) -> None:
         vm = VM.from_record(record, -1)
         nodes = {n.name: n for n in client.list_nodes()}
         new_node, new_previous = _plan(vm, nodes, kind, target, selector, force, requester,
                                        planned)
+        # the decision rests on the source's and the target's records as read just now
+        # (e.g. neither flushing): the write happens only if both are still as read
+        relied_on[:] = [(layout.node_path(n), nodes[n].version)
+                        for n in {vm.node, new_node} if n in nodes]
         record["previous_node"] = new_previous
         if new_node == vm.node:  # `move` onto its own node: the placement becomes permanent
             return
@@ -61,7 +67,7 @@ def request_move(client: ClusterClient, name: str, kind: MoveKind, target: str |
             "previous_node": vm.previous_node,  # restored if the move is withdrawn
         }
 
-    return client.update_vm(name, mutate)
+    return client.update_vm(name, mutate, unchanged=lambda: relied_on)
 
 
 def _plan(vm: VM, nodes: dict[str, Node], kind: MoveKind, target: str | None,
