@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,9 @@ class ConsoleWriter:
         self._node = node
         self._max_lines = max_lines
         self._pending: list[tuple[str, int]] = []  # appended since the last publish
+        self._unsure: PublishPlan | None = None  # sent, outcome unknown (see publish)
+        self._writer_id = secrets.token_hex(6)  # with a counter: each request's token
+        self._requests = 0
         self._skipped = 0  # lines dropped from `_pending` (ZooKeeper away too long)
         self._partial = ""
         self._published_partial = ""
@@ -68,6 +72,7 @@ class ConsoleWriter:
         self._stored_chunks: set[int] = set()  # chunk indexes that exist in ZooKeeper
         self.loaded_source: dict[str, Any] = {}
         self.loaded_node = ""
+        self._loaded_token = ""
         try:
             data, stat = self._zk.get(console_path(self.uuid))
             meta = layout.decode(data, META_FIELDS)
@@ -77,6 +82,7 @@ class ConsoleWriter:
         self._generation = meta["generation"]
         self._first_seq, self._next_seq = meta["first_seq"], meta["next_seq"]
         self.loaded_source, self.loaded_node = meta["source"], meta["node"]
+        self._loaded_token = meta["publish"]
         self._published_partial = meta["partial"]
         # What exists, as ZooKeeper has it (not as the meta suggests): a reload after a
         # conflict must leave this writer's view exactly true.
@@ -96,6 +102,11 @@ class ConsoleWriter:
                     self._current = (entries + [None] * slots)[:slots]
             except (NoNodeError, ValueError):
                 pass
+
+    @property
+    def pending_lines(self) -> int:
+        """Lines waiting to be published."""
+        return len(self._pending)
 
     @property
     def next_seq(self) -> int:
@@ -149,25 +160,38 @@ class ConsoleWriter:
         return self.publish(force=True)
 
     def publish(self, force: bool = False) -> int:
-        """Write pending lines and the meta record; returns bytes written (0 if held)."""
+        """Write pending lines and the meta record; returns bytes written (0 if held).
+
+        Each request is one transaction (a burst too big for one goes out in several
+        rounds), and each carries a token in the meta record: after a conflict or a lost
+        connection this writer can tell whether its own request landed, and never
+        appends the same lines twice."""
         if self.held() and not force:
             return 0
-        for _ in range(10):
+        written = 0
+        for _ in range(64):
+            if self._unsure is not None:  # a request whose outcome we did not hear
+                self._load()
+                plan, self._unsure = self._unsure, None
+                if self._loaded_token == plan.token:
+                    self._adopt(plan)
+            if not self.dirty():
+                return written
             plan = self.plan()
+            self._unsure = plan
             try:
-                for step in plan.steps:
-                    commit(self._zk, step.ops)
+                commit(self._zk, plan.ops)
             except BadVersionError:
                 log.info("console of %s was written by another agent: continuing after it",
                          self.uuid)
-                self._load()
                 continue
+            self._unsure = None
             self.applied(plan)
-            return plan.size
+            written += plan.size
         raise RuntimeError(f"console buffer of {self.uuid} kept changing")
 
     def plan(self) -> PublishPlan:
-        """The requests that would publish what is pending (no I/O)."""
+        """One request publishing as much of what is pending as fits (no I/O)."""
         generation = self._generation + (1 if self._restart_pending else 0)
         seq, current = self._next_seq, list(self._current)
         kept_from = 0
@@ -175,91 +199,72 @@ class ConsoleWriter:
             seq = kept_from = seq + self._skipped
             current = [None] * (seq % CHUNK_LINES)
         chunks: dict[int, list[Any]] = {}
+        consumed = size = 0
         for text, flags in self._pending:
+            estimate = len(text) * 6 + 16  # the most JSON can make of it
+            if consumed and size + estimate > MAX_REQUEST_BYTES:
+                break  # the rest goes in the next request
+            size += estimate
             current.append(encode_entry(text, flags))
             seq += 1
+            consumed += 1
             chunks[chunk_of(seq - 1)] = current
             if len(current) == CHUNK_LINES:
                 current = []
+        partial = self._partial if consumed == len(self._pending) else self._published_partial
         first_seq = max(self._first_seq, seq - self._max_lines, kept_from, 0)
         stale = sorted(i for i in self._stored_chunks if i < chunk_of(first_seq))
-        encoded = {index: encode_chunk(entries) for index, entries in chunks.items()}
-        steps: list[Step] = []
-        version = self._meta_version
-        batches = self._batches(encoded)
-        for i, batch in enumerate(batches):
-            final = i == len(batches) - 1
-            meta = layout.encode({
-                "generation": generation, "first_seq": first_seq,
-                "next_seq": seq if final else (max(batch) + 1) * CHUNK_LINES,
-                "partial": self._partial if final else "", "node": self._owner,
-                "source": self.source, "updated_at": time.time(),
-            }, sort_keys=False)
-            # The meta record goes first (it is the chunks' parent); setting it with the
-            # version this writer last saw is the compare-and-set of the whole publish.
-            ops: list[Op] = [("create", console_path(self.uuid), meta, -1) if version < 0
-                             else ("set", console_path(self.uuid), meta, version)]
-            for index in sorted(batch):
-                kind = "set" if index in self._stored_chunks else "create"
-                ops.append((kind, chunk_path(self.uuid, index), encoded[index], -1))
-            if final:  # chunks now older than the buffer keeps
-                ops.extend(("delete", chunk_path(self.uuid, index), b"", -1) for index in stale)
-            version += 1
-            steps.append(Step(ops, sum(len(op[2]) for op in ops), batch))
-        return PublishPlan(self, steps, (seq, current, generation, first_seq, stale))
+        self._requests += 1
+        token = f"{self._writer_id}.{self._requests}"
+        meta = layout.encode({
+            "generation": generation, "first_seq": first_seq, "next_seq": seq,
+            "partial": partial, "node": self._owner, "source": self.source,
+            "updated_at": time.time(), "publish": token,
+        }, sort_keys=False)
+        # The meta record goes first (it is the chunks' parent); setting it with the
+        # version this writer last saw is the compare-and-set of the whole request.
+        ops: list[Op] = [("create", console_path(self.uuid), meta, -1)
+                         if self._meta_version < 0
+                         else ("set", console_path(self.uuid), meta, self._meta_version)]
+        for index in sorted(chunks):
+            kind = "set" if index in self._stored_chunks else "create"
+            ops.append((kind, chunk_path(self.uuid, index), encode_chunk(chunks[index]), -1))
+        ops.extend(("delete", chunk_path(self.uuid, index), b"", -1) for index in stale)
+        return PublishPlan(self, ops, sum(len(op[2]) for op in ops), consumed, partial, token,
+                           (seq, current, generation, first_seq, stale, set(chunks)))
 
     def applied(self, plan: PublishPlan) -> None:
-        """Take the state a successfully committed plan leads to."""
-        seq, current, generation, first_seq, stale = plan.state
-        self._meta_version += len(plan.steps)
-        for step in plan.steps:
-            self._stored_chunks.update(step.chunks)
+        """Take the state a committed request leads to."""
+        seq, current, generation, first_seq, stale, written = plan.state
+        self._meta_version += 1
+        self._stored_chunks.update(written)
         self._stored_chunks.difference_update(stale)
         self._next_seq, self._current, self._generation = seq, current, generation
         self._first_seq = first_seq
-        self._pending.clear()
+        self._adopt(plan)
+
+    def _adopt(self, plan: PublishPlan) -> None:
+        """The lines of a request that landed are no longer pending."""
+        del self._pending[: plan.consumed]
         self._skipped = 0
         self._restart_pending = False
-        self._published_partial = self._partial
-
-    def _batches(self, chunks: dict[int, bytes]) -> list[set[int]]:
-        """Dirty chunks grouped so that no transaction exceeds MAX_REQUEST_BYTES."""
-        batches: list[set[int]] = [set()]
-        size = 0
-        for index in sorted(chunks):
-            payload = len(chunks[index])
-            if batches[-1] and size + payload > MAX_REQUEST_BYTES:
-                batches.append(set())
-                size = 0
-            batches[-1].add(index)
-            size += payload
-        return batches
+        self._published_partial = plan.partial
 
 
 Op = tuple[str, str, bytes, int]  # (create | set | delete, path, data, version or -1)
 
 
 @dataclass(frozen=True)
-class Step:
-    """One transaction's worth of operations for one writer."""
-
-    ops: list[Op]
-    size: int
-    chunks: set[int]
-
-
-@dataclass(frozen=True)
 class PublishPlan:
-    """What publishing a writer's pending lines takes, and the state it leads to."""
+    """One request publishing a writer's pending lines, and the state it leads to."""
 
     writer: ConsoleWriter
-    steps: list[Step]
-    state: tuple[int, list[Any], int, int, list[int]]
-
-    @property
-    def size(self) -> int:
-        """Bytes the plan writes."""
-        return sum(step.size for step in self.steps)
+    ops: list[Op]
+    size: int
+    consumed: int  # pending lines it carries
+    partial: str
+    token: str  # written into the meta record: "this request landed"
+    state: tuple[int, list[Any], int, int, list[int], set[int]]
 
 
 def commit(zk: KazooClient, ops: list[Op]) -> None:
@@ -296,12 +301,15 @@ def publish_together(zk: KazooClient, writers: list[ConsoleWriter]) -> int:
         nonlocal written, size
         if not group:
             return
+        for plan in group:
+            plan.writer._unsure = plan
         try:
-            commit(zk, [op for plan in group for op in plan.steps[0].ops])
-        except BadVersionError:
+            commit(zk, [op for plan in group for op in plan.ops])
+        except BadVersionError:  # one of them changed: each goes alone (and re-checks)
             alone.extend(plan.writer for plan in group)
         else:
             for plan in group:
+                plan.writer._unsure = None
                 plan.writer.applied(plan)
                 written += plan.size
         group.clear()
@@ -311,7 +319,7 @@ def publish_together(zk: KazooClient, writers: list[ConsoleWriter]) -> int:
         if writer in alone:
             continue
         plan = writer.plan()
-        if len(plan.steps) > 1:
+        if plan.consumed < writer.pending_lines:  # a burst: it needs requests of its own
             alone.append(writer)
             continue
         if group and size + plan.size > MAX_REQUEST_BYTES:

@@ -222,3 +222,33 @@ def test_follow_begun_before_any_output_gets_every_line(
     client.start_vm("quiet", wait=True, timeout=20)
     f.wait_for(lambda f: len(f.lines()) >= 40)
     assert [line.text for line in f.lines()] == [f"boot {i}" for i in range(40)]
+
+
+def test_a_request_whose_reply_was_lost_is_not_repeated(
+        client: ClusterClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection breaks after ZooKeeper applied a publish: the writer recognises its
+    own request by its token and does not append the same lines again."""
+    from kazoo.exceptions import ConnectionLoss
+
+    import node_agent.console_writer as console_writer
+
+    writer = ConsoleWriter(client.zk, "00000000-0000-4000-8000-000000000002", "hv1", 100)
+    writer.append("one")
+    writer.publish()
+    real_commit = console_writer.commit
+    lose_reply = [True]
+
+    def commit_then_lose_the_reply(zk: object, ops: list[object]) -> None:
+        real_commit(zk, ops)  # type: ignore[arg-type]
+        if lose_reply.pop() if lose_reply else False:
+            raise ConnectionLoss()
+
+    monkeypatch.setattr(console_writer, "commit", commit_then_lose_the_reply)
+    writer.append("two")
+    with pytest.raises(ConnectionLoss):
+        writer.publish()
+    writer.append("three")
+    writer.publish()
+    lines = console.read_lines(client, writer.uuid, 0, writer.next_seq)
+    assert [line.text for line in lines] == ["one", "two", "three"]
+    assert [line.seq for line in lines] == [0, 1, 2]

@@ -45,6 +45,7 @@ META_FIELDS: dict[str, Any] = {
     "node": "",  # the node whose agent writes the buffer now
     "source": {},  # that agent's position in its log file: {"inode", "offset"}
     "updated_at": 0.0,
+    "publish": "",  # token of the request that wrote this (lets a writer recognise its own)
 }
 
 
