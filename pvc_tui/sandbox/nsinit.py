@@ -174,7 +174,7 @@ def _wait_for(path: Path, timeout: float) -> None:
     while not path.exists():
         if time.monotonic() > deadline:
             raise SystemExit(f"nsinit: {path} did not appear within {timeout} s")
-        time.sleep(0.02)
+        time.sleep(0.02)  # a daemon's pid file has no event: bounded poll
 
 
 def _children() -> list[int]:

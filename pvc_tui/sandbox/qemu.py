@@ -162,7 +162,7 @@ def _wait_for_ready(
         if code is not None or time.monotonic() > deadline:
             tail = log_path.read_text(errors="replace")[-800:]
             raise RuntimeError(f"starting node {name} failed (nsinit exit {code}): {tail}")
-        time.sleep(0.02)
+        time.sleep(0.02)  # a starting/ending daemon offers no event: bounded poll
 
 
 def _try_read_pid(path: Path) -> int | None:
@@ -186,7 +186,7 @@ def _wait_for_connection(node: LibvirtdNode, socket_path: Path) -> None:
             else:
                 conn.close()
                 return
-        time.sleep(0.05)
+        time.sleep(0.05)  # a starting/ending daemon offers no event: bounded poll
     raise RuntimeError(f"libvirtd of node {node.name} not reachable: {last_error}")
 
 
@@ -275,7 +275,7 @@ def _wait_gone(pids: set[int], timeout: float) -> set[int]:
     deadline = time.monotonic() + timeout
     remaining = {pid for pid in pids if _alive(pid)}
     while remaining and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.05)  # a starting/ending daemon offers no event: bounded poll
         remaining = {pid for pid in remaining if _alive(pid)}
     return remaining
 
