@@ -213,7 +213,7 @@ def follow(client: ClusterClient, name: str, last: int = 10,
                 continue
             while not changed.empty():  # coalesce a burst of changes into one read
                 alive = changed.get_nowait() and alive
-            if not alive or not client.zk.exists(layout.vm_path(vm.uuid)):
+            if not alive:  # the watch on the VM record saw it deleted
                 yield Ended(f"VM {vm.name} was undefined")
                 return
             meta = read_meta(client, vm.uuid)

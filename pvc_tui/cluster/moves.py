@@ -42,8 +42,6 @@ def request_move(client: ClusterClient, name: str, kind: MoveKind, target: str |
     """Validate and record a move of VM `name`; returns the VM as written."""
     if selector is not None:
         check_selector(selector)
-    if target is not None and target not in {n.name for n in client.list_nodes()}:
-        raise NotFound(f"no node named {target!r}")
 
     relied_on: list[tuple[str, int]] = []
 
@@ -74,6 +72,8 @@ def _plan(vm: VM, nodes: dict[str, Node], kind: MoveKind, target: str | None,
           selector: str | None, force: bool, requester: Requester,
           planned: dict[str, Planned] | None) -> tuple[str, str]:
     """(new node, new previous_node) for the move, or raise why it is refused."""
+    if target is not None and target not in nodes:
+        raise NotFound(f"no node named {target!r}")
     if vm.migration is not None:
         raise Refused(f"VM {vm.name} is being migrated ({vm.migration.source} -> "
                       f"{vm.migration.target}); wait for it to finish")

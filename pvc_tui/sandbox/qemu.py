@@ -31,6 +31,7 @@ import libvirt
 
 from pvc_tui.sandbox import nsinit
 from pvc_tui.sandbox.guest_image import GuestImage, ensure_guest_image, guest_domain_xml
+from pvc_tui.sandbox.processes import ProcessRef, is_running, wait_exit
 
 __all__ = [
     "GuestImage",
@@ -272,12 +273,15 @@ def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
 
 
 def _wait_gone(pids: set[int], timeout: float) -> set[int]:
+    """Wait (on pidfds, no polling) until these processes end; return those still alive."""
     deadline = time.monotonic() + timeout
-    remaining = {pid for pid in pids if _alive(pid)}
-    while remaining and time.monotonic() < deadline:
-        time.sleep(0.05)  # a starting/ending daemon offers no event: bounded poll
-        remaining = {pid for pid in remaining if _alive(pid)}
-    return remaining
+    refs = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            refs.append(ProcessRef.of(pid))
+    for ref in refs:
+        wait_exit(ref, max(0.0, deadline - time.monotonic()))
+    return {ref.pid for ref in refs if is_running(ref)}
 
 
 def _is_reaper(pid: int, node: LibvirtdNode) -> bool:
