@@ -42,6 +42,37 @@ def overview(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard_log_path() -> Path:
+    """Where the dashboard logs (internal errors with their tracebacks)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pvc-tui" / "dashboard.log"
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """No command: the live dashboard on a terminal, else the plain overview."""
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        return overview(args)
+    import logging
+
+    from pvc_tui.cluster.connection import check_hosts
+    from pvc_tui.tui.app import Dashboard
+
+    hosts = check_hosts(resolve_zk(args.zk))
+    log_path = dashboard_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("pvc_tui").addHandler(handler)
+    logging.getLogger("pvc_tui").setLevel(logging.INFO)
+    app = Dashboard(hosts, readonly=getattr(args, "readonly", False), log_path=log_path,
+                    connect_timeout=args.connect_timeout)
+    code = app.run()
+    if app.fatal_error:
+        print(f"pvc-tui: error: {app.fatal_error}", file=sys.stderr)
+        return 1
+    return code if isinstance(code, int) else (1 if app.return_code else 0)
+
+
 def node_list(args: argparse.Namespace) -> int:
     """`node list`."""
     with connect(args) as client:

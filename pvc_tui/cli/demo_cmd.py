@@ -59,14 +59,14 @@ def demo_down(args: argparse.Namespace) -> int:
 
 
 def demo_default(args: argparse.Namespace) -> int:
-    """`demo`: bring the sandbox up if needed, then show the cluster."""
+    """`demo`: bring the sandbox up if needed, then open the dashboard on it."""
     if args.action is None:
         args.nodes, args.driver, args.no_vms, args.keepalive_interval = None, None, False, 5.0
         demo_up(args)
         state_dir = (args.state_dir or demo.default_state_dir()).resolve()
         sandbox = demo.load(state_dir)
         args.zk = sandbox.zk if sandbox else args.zk
-        code = commands.overview(args)
+        code = commands.dashboard(args)
         print("\ntry: pvc-tui vm log web1 --follow | pvc-tui vm migrate web1 --wait | "
               "pvc-tui node flush hv1 --wait | pvc-tui demo down", file=sys.stderr)
         return code

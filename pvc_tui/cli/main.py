@@ -36,13 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     parser = OneLineParser(
         prog="pvc-tui",
-        description="Manage a pvc hyperconverged cluster. With no command: an overview "
-        "of nodes and VMs.",
+        description="Manage a pvc hyperconverged cluster. With no command: the live "
+        "dashboard (on a terminal; otherwise a plain overview of nodes and VMs).",
     )
     parser.add_argument("--zk", help="ZooKeeper hosts (default: $PVC_ZK, else a running "
                         "sandbox, else 127.0.0.1:2181)")
     parser.add_argument("--connect-timeout", type=seconds, default=5.0, metavar="SECONDS",
                         help="give up reaching ZooKeeper after this long (default 5)")
+    parser.add_argument("--readonly", action="store_true",
+                        help="dashboard without any action that changes the cluster")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=OneLineParser)
 
     node = sub.add_parser("node", help="hypervisor nodes").add_subparsers(
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not hasattr(args, "state_dir"):
         args.state_dir = None
-    run: Callable[[argparse.Namespace], int] = getattr(args, "run", commands.overview)
+    run: Callable[[argparse.Namespace], int] = getattr(args, "run", commands.dashboard)
     try:
         return run(args)
     except PvcError as exc:

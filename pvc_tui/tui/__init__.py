@@ -1,0 +1,1 @@
+"""The Textual dashboard (`pvc-tui` with no command)."""

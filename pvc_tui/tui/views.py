@@ -1,0 +1,117 @@
+"""The node and VM tables with their keys. Mutating keys live on the tables, so they
+are not live while the console pane (or any dialog) has the focus."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.binding import Binding
+
+from pvc_tui.cluster.models import VM, Node
+from pvc_tui.tui.actions import MUTATING, NODE_ACTIONS, VM_ACTIONS
+from pvc_tui.tui.columns import NODE_COLUMNS, NODE_FIELDS, VM_COLUMNS, VM_FIELDS
+from pvc_tui.tui.table import ResourceTable
+
+if TYPE_CHECKING:
+    from pvc_tui.tui.app import Dashboard
+
+COMMON = [
+    Binding("space", "toggle_mark", "Mark", show=False),
+    Binding("S", "next_sort", "Sort"),
+    Binding("I", "invert_sort", "Invert sort", show=False),
+    Binding("escape", "clear", "Clear filter", show=False),
+]
+
+
+class _View(ResourceTable):
+    @property
+    def dashboard(self) -> Dashboard:
+        return cast("Dashboard", self.app)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MUTATING:
+            return self.dashboard.check_action(action, parameters)
+        return True
+
+    def action_toggle_mark(self) -> None:
+        """Mark the row for a bulk action and go to the next one."""
+        self.toggle_mark()
+        self.action_cursor_down()
+
+    def action_next_sort(self) -> None:
+        """Sort by the next column."""
+        keys = [c.key for c in self.columns_spec]
+        self.set_sort(keys[(keys.index(self.sort_column) + 1) % len(keys)], self.sort_reverse)
+        self.notify(f"sorted by {self.sort_column}", timeout=2)
+
+    def action_invert_sort(self) -> None:
+        """Reverse the sort order."""
+        self.set_sort(self.sort_column, not self.sort_reverse)
+
+    def action_clear(self) -> None:
+        """Clear the filter and the marks."""
+        self.clear_marks()
+        if self.row_filter.active:
+            self.dashboard.clear_filter()
+
+    def on_data_table_row_selected(self, event: Any) -> None:
+        event.stop()
+        self.dashboard.open_detail()
+
+
+class VMTable(_View):
+    """Virtual machines, keyed by uuid."""
+
+    BINDINGS = [*COMMON, *(Binding(a.key, a.name, a.title) for a in VM_ACTIONS)]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(VM_COLUMNS, VM_FIELDS, lambda v: cast(VM, v).uuid, id=id)
+
+    def action_migrate(self) -> None:
+        """Migrate (picker of valid targets)."""
+        self.dashboard.vm_action("migrate")
+
+    def action_force_migrate(self) -> None:
+        """Migrate an already-migrated VM, keeping its original previous node."""
+        self.dashboard.vm_action("force_migrate")
+
+    def action_unmigrate(self) -> None:
+        """Send back to the previous node."""
+        self.dashboard.vm_action("unmigrate")
+
+    def action_move(self) -> None:
+        """Move permanently."""
+        self.dashboard.vm_action("move")
+
+    def action_start(self) -> None:
+        """Start."""
+        self.dashboard.vm_action("start")
+
+    def action_shutdown(self) -> None:
+        """Graceful shutdown."""
+        self.dashboard.vm_action("shutdown")
+
+    def action_stop(self) -> None:
+        """Power off."""
+        self.dashboard.vm_action("stop")
+
+    def action_restart(self) -> None:
+        """Restart."""
+        self.dashboard.vm_action("restart")
+
+
+class NodeTable(_View):
+    """Hypervisor nodes, keyed by name."""
+
+    BINDINGS = [*COMMON, *(Binding(a.key, a.name, a.title) for a in NODE_ACTIONS)]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(NODE_COLUMNS, NODE_FIELDS, lambda n: cast(Node, n).name, id=id)
+
+    def action_flush(self) -> None:
+        """Flush the node (typed confirmation, progress view)."""
+        self.dashboard.node_action("flush")
+
+    def action_ready(self) -> None:
+        """Make the node ready."""
+        self.dashboard.node_action("ready")

@@ -1,0 +1,174 @@
+"""The dashboard under Pilot, against a real ZooKeeper and real agents (test driver)."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Iterator
+import pytest
+
+from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.cluster.layout import VMState
+from pvc_tui.tui.app import Dashboard
+from pvc_tui.tui.dialogs import ConfirmScreen, TargetPicker
+from tests.conftest import AgentFactory, vm_xml
+from tests.dashboard_helpers import row_text, until
+from tests.test_cli import pvc
+from tests.test_console import FAST, running_vm, write
+
+SIZE = (160, 40)
+
+
+@pytest.fixture
+def cluster(client: ClusterClient, start_agent: AgentFactory) -> Iterator[ClusterClient]:
+    """Three nodes and four running VMs."""
+    for name in ("hv1", "hv2", "hv3"):
+        start_agent(name)
+    for i, node in enumerate(("hv1", "hv1", "hv2", "hv3")):
+        client.define_vm(vm_xml(f"web{i + 1}"), node, start=True)
+    for i in range(4):
+        client.wait_vm_state(client.get_vm(f"web{i + 1}"), VMState.START, 20)
+    yield client
+
+
+def loaded(app: Dashboard, vms: int, nodes: int = 3) -> bool:
+    return len(app.vm_table.items) == vms and len(app.node_table.items) == nodes
+
+
+async def test_cli_change_appears_in_the_table(cluster: ClusterClient, zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        uuid = cluster.get_vm("web2").uuid
+        assert row_text(app, "vms", uuid)[1] == "start"
+        result = pvc("vm", "stop", "web2", "--wait", zk=zk_hosts)
+        assert result.returncode == 0, result.stderr
+        await until(pilot, lambda: row_text(app, "vms", uuid)[1:3] == ["stop", "shutoff"],
+                    what="web2 shown stopped")
+        cluster.define_vm(vm_xml("db9"), "hv2")
+        await until(pilot, lambda: loaded(app, 5), what="db9 added")
+        assert app.crashes == []
+
+
+async def test_migrate_by_keys(cluster: ClusterClient, zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        web1 = cluster.get_vm("web1")
+        app.vm_table.move_to(web1.uuid)
+        await pilot.press("m")
+        await until(pilot, lambda: isinstance(app.screen, TargetPicker), what="picker")
+        picker = app.screen
+        assert isinstance(picker, TargetPicker)
+        options = picker.query_one("#targets")
+        # hv1 is listed as not valid (the VM's own node); hv2/hv3 are valid
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        assert sorted(ids) == ["hv1", "hv2", "hv3"]
+        assert options.get_option("hv1").disabled
+        # choose hv3 explicitly
+        options.highlighted = ids.index("hv3")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("tab", "enter")  # to Confirm
+        await until(pilot, lambda: row_text(app, "vms", web1.uuid)[3] == "hv3",
+                    what="web1 on hv3")
+        await until(pilot, lambda: cluster.get_vm("web1").migration is None, what="finished")
+        assert cluster.get_vm("web1").node == "hv3"
+        assert cluster.get_vm("web1").previous_node == "hv1"
+        assert app.crashes == []
+
+
+async def test_cancel_is_the_default(cluster: ClusterClient, zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        web1 = cluster.get_vm("web1")
+        app.vm_table.move_to(web1.uuid)
+        await pilot.press("x")  # power off
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("enter")  # Cancel has the focus
+        await pilot.pause(0.3)
+        assert cluster.get_vm("web1").state == "start"
+
+
+async def test_readonly_has_no_mutating_action(cluster: ClusterClient, zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts, readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        for view, keys in (("vms", "mMuosdxr"), ("nodes", "fy")):
+            await pilot.press("1" if view == "nodes" else "2")
+            active = {b.binding.action for b in app.screen.active_bindings.values()}
+            for key in keys:
+                await pilot.press(key)
+                await pilot.pause(0.05)
+                assert not isinstance(app.screen, ConfirmScreen | TargetPicker)
+            assert not active & {"migrate", "stop", "flush", "ready", "restart", "start"}
+        from pvc_tui.tui.palette import palette_entries
+
+        names = [name for name, _, _ in palette_entries(app)]
+        assert not [n for n in names if n.startswith(("VM:", "Node:"))]
+        assert cluster.get_vm("web1").state == "start"
+
+
+async def test_console_pane_follows_new_lines_sanitised(
+        client: ClusterClient, start_agent: AgentFactory, zk_hosts: str) -> None:
+    agent = start_agent("hv1", *FAST)
+    log = running_vm(client, agent, "web1")
+    write(log, b"booting\n")
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 1, 1), what="first load")
+        assert app.vm_table.current is not None
+        await pilot.press("c")
+        view = app.console_pane.view
+        await until(pilot, lambda: "booting" in view.text(), what="first line")
+        assert app.focused is view
+        # hostile bytes: title set, OSC 52 clipboard write, a device query, markup
+        write(log, b"\x1b]0;pwned\x07\x1b]52;c;ZXZpbA==\x07\x1b[6nready [@click=app.quit]x\n")
+        await until(pilot, lambda: "ready" in view.text(), what="appended line")
+        last = view.text().splitlines()[-1]
+        assert last == "ready [@click=app.quit]x"
+        assert "\x1b" not in view.text()
+        # mutating keys are not live while the console has the focus
+        await pilot.press("x", "r", "m")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, ConfirmScreen | TargetPicker)
+        assert client.get_vm("web1").state == "start"
+        # scrolled up: following pauses and counts new lines; End resumes
+        write(log, b"".join(b"line %d\n" % i for i in range(200)))
+        await until(pilot, lambda: "line 199" in view.text(), what="200 lines")
+        await pilot.press("home")
+        write(log, b"after 1\nafter 2\n")
+        await until(pilot, lambda: view.new_lines == 2, what="2 new lines counted")
+        assert not view.following
+        await pilot.press("end")
+        assert view.following and view.new_lines == 0
+        assert app.crashes == []
+
+
+async def test_hostile_names_display_literally(client: ClusterClient, zk_hosts: str,
+                                               start_agent: AgentFactory) -> None:
+    """Records written by something other than pvc may carry any text at all."""
+    start_agent("hv1")
+    web1 = client.define_vm(vm_xml("web1"), "hv1")
+    data, _ = client.zk.get(layout.vm_path(web1.uuid))
+    record = layout.decode(data, layout.VM_FIELDS)
+    hostile = {"vm-[/x]": "[@click=app.quit]", "[b]bold\x1b]0;t\x07": "vm [/x] \x1b[2J"}
+    for name, reason in hostile.items():
+        uid = str(uuidlib.uuid4())
+        client.zk.create(layout.vm_path(uid), layout.encode(
+            {**record, "uuid": uid, "name": name, "state": "fail", "failed_reason": reason}))
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 3, 1), what="first load")
+        names = sorted(row[0] for row in (row_text(app, "vms", k) for k in app.vm_table.items))
+        assert names == ["[b]bold", "vm-[/x]", "web1"]
+        reasons = {row_text(app, "vms", k)[-1] for k in app.vm_table.items}
+        assert {"[@click=app.quit]", "vm [/x] "} <= reasons  # the ESC sequence is dropped whole
+        await pilot.press("end", "enter")  # the detail screen of a hostile VM
+        await pilot.pause(0.3)
+        await pilot.press("escape")
+        await pilot.press("colon", *"vm /vm-\\[/x]", "enter")  # a regex: vm-\[/x]
+        await pilot.pause(0.2)
+        assert len(app.vm_table.shown) == 1
+        assert app.is_running and app.crashes == []
