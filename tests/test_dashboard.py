@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Iterator
+
 import pytest
 
 from pvc_tui.cluster import ClusterClient, layout
