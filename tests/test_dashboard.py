@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from textual.widgets import Static
 
 from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.cluster.connection import ensure_schema
 from pvc_tui.cluster.layout import VMState
+from pvc_tui.sandbox.zookeeper import (
+    start_zookeeper,
+    stop_zookeeper,
+    zookeeper_unavailable_reason,
+)
 from pvc_tui.tui.app import Dashboard
-from pvc_tui.tui.dialogs import ConfirmScreen, TargetPicker
-from tests.conftest import AgentFactory, vm_xml
-from tests.dashboard_helpers import row_text, until
+from pvc_tui.tui.console_pane import ConsolePane, ConsoleWake
+from pvc_tui.tui.dialogs import ConfirmScreen, TargetPicker, TypeNameScreen
+from pvc_tui.tui.progress import DomainProgressScreen
+from tests.conftest import AgentFactory, require, vm_xml
+from tests.dashboard_helpers import row_text, until, write_node
 from tests.test_cli import pvc
 from tests.test_console import FAST, running_vm, write
 
@@ -173,3 +185,120 @@ async def test_hostile_names_display_literally(client: ClusterClient, zk_hosts: 
         await pilot.pause(0.2)
         assert len(app.vm_table.shown) == 1
         assert app.is_running and app.crashes == []
+
+
+async def test_zookeeper_loss_banner_disabled_actions_and_resync(tmp_path: Path) -> None:
+    """ZooKeeper stops: banner, stale data, actions disabled; it returns: live again,
+    with what changed meanwhile."""
+    require(zookeeper_unavailable_reason())
+    server = start_zookeeper(tmp_path / "zk", fast_unsafe=True)
+    try:
+        with ClusterClient.connect(server.address) as writer:
+            ensure_schema(writer.zk)
+            write_node(writer, "hv1", alive=False)
+            writer.define_vm(vm_xml("web1"), "hv1")
+        app = Dashboard(server.address)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: loaded(app, 1, 1), what="first load")
+            stop_zookeeper(server)
+            await until(pilot, lambda: app.facts.connection != "connected", what="loss seen")
+            banner = app.main_screen.query_one("#banner", Static)
+            assert banner.display and "stale" in str(banner.render())
+            assert app.facts.stale_since is not None
+            assert app.check_action("stop", ()) is None  # shown, disabled
+            app.vm_table.move_to(next(iter(app.vm_table.items)))
+            await pilot.press("x")
+            await pilot.pause(0.2)
+            assert not isinstance(app.screen, ConfirmScreen)
+            server = start_zookeeper(tmp_path / "zk", port=server.port, fast_unsafe=True)
+            with ClusterClient.connect(server.address, timeout=20) as writer:
+                writer.define_vm(vm_xml("web2"), "hv1")
+            await until(pilot, lambda: loaded(app, 2, 1), timeout=60, what="resync")
+            await until(pilot, lambda: app.facts.connection == "connected", what="live")
+            assert not banner.display and app.facts.stale_since is None
+            assert app.check_action("stop", ()) is True
+            assert app.crashes == []
+    finally:
+        stop_zookeeper(server)
+
+
+async def test_pause_sort_filter_keep_the_cursor(cluster: ClusterClient, zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        web3 = cluster.get_vm("web3").uuid
+        app.vm_table.move_to(web3)
+        await pilot.press("S", "S", "S")  # sort by node: web3 moves, the cursor follows
+        assert app.vm_table.sort_column == "node"
+        assert app.vm_table.current_key == web3
+        await pilot.press("p")
+        cluster.define_vm(vm_xml("db1"), "hv2")
+        await pilot.pause(0.5)
+        assert len(app.vm_table.items) == 4  # held while paused
+        assert "PAUSED" in str(app.main_screen.query_one("#banner", Static).render())
+        await pilot.press("p")
+        await until(pilot, lambda: loaded(app, 5), what="held change applied")
+        assert app.vm_table.current_key == web3
+        await pilot.press("slash", *"!web", "enter")  # inverted: only db1
+        assert [row_text(app, "vms", k)[0] for k in app.vm_table.shown] == ["db1"]
+        await pilot.press("escape")  # clears the filter
+        assert len(app.vm_table.shown) == 5
+        await pilot.press("slash", *"(", "enter")  # a bad regex changes nothing
+        assert len(app.vm_table.shown) == 5 and app.crashes == []
+
+
+async def test_flush_by_keys_streams_progress(cluster: ClusterClient, zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        await pilot.press("1")
+        app.node_table.move_to("hv1")
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, TypeNameScreen), what="confirm")
+        await pilot.press("enter")  # Cancel is focused: nothing happens
+        assert cluster.get_node("hv1").domain_state == "ready"
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, TypeNameScreen), what="confirm")
+        await pilot.press("tab", *"hv1", "enter")
+        await until(pilot, lambda: isinstance(app.screen, DomainProgressScreen), what="view")
+        progress = app.screen
+        assert isinstance(progress, DomainProgressScreen)
+        await until(pilot, lambda: progress.outcome is not None, timeout=60, what="flushed")
+        assert progress.outcome is not None and progress.outcome.ok, progress.outcome
+        assert sorted(i["vm"] for i in progress.items) == ["web1", "web2"]
+        assert all(v.node != "hv1" for v in cluster.list_vms())
+        await pilot.press("escape")
+        await until(pilot, lambda: row_text(app, "nodes", "hv1")[2] == "flushed",
+                    what="node row flushed")
+
+
+async def test_a_widget_crash_is_reported_not_fatal(
+        cluster: ClusterClient, zk_hosts: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        await pilot.press("c")  # the console pane follows web1
+
+        def broken(self: object, message: object) -> None:
+            raise RuntimeError("injected fault [/x]")
+
+        monkeypatch.setattr(ConsolePane, "on_console_wake", broken)  # a bug, injected
+        app.console_pane.post_message(ConsoleWake())
+        # (pilot.pause waits for every widget to go idle, and the crashed pane never
+        # will: wait with plain sleeps from here on)
+        await sleep_until(lambda: bool(app.crashes), "crash reported")
+        assert "injected fault" in caplog.text and "Traceback" in caplog.text
+        shown = [n.message for n in app._notifications]
+        assert any("internal error: RuntimeError: injected fault [/x]" in m for m in shown)
+        # the rest of the dashboard carries on
+        cluster.define_vm(vm_xml("db1"), "hv2")
+        await sleep_until(lambda: loaded(app, 5), "still live")
+        assert app.is_running and app.fatal_error == ""
+
+
+async def sleep_until(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
