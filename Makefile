@@ -1,5 +1,5 @@
 # The two commands in the README: `make demo` and `make test`. Both bootstrap first.
-.PHONY: bootstrap demo test check lint bench clean
+.PHONY: bootstrap demo test check lint bench screenshots clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -16,6 +16,9 @@ lint: bootstrap
 	.venv/bin/lint-imports
 
 check: lint test
+
+screenshots: bootstrap
+	.venv/bin/python scripts/screenshots.py
 
 bench: bootstrap
 	.venv/bin/python benchmarks/run_all.py

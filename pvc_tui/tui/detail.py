@@ -82,7 +82,8 @@ def progress_text(progress: dict[str, Any]) -> Text:
         return Text("no flush or ready has run on this node", style="dim")
     action = printable(progress.get("action", "?"), 20)
     finished = bool(progress.get("finished"))
-    text = Text(f"{action}: ", style="bold")
+    text = Text()
+    text.append(f"{action}: ", style="bold")
     text.append("finished" if finished else "running", style="green" if finished else "yellow")
     if finished and isinstance(progress.get("seconds"), int | float):
         text.append(f" in {progress['seconds']:.1f} s")

@@ -30,7 +30,8 @@ class HeaderFacts:
 
 
 def _counts(label: str, states: Counter[str]) -> Text:
-    text = Text(f"{label} {sum(states.values())}", style="bold")
+    text = Text()
+    text.append(f"{label} {sum(states.values())}", style="bold")
     if states:
         text.append(" (")
         for i, (state, count) in enumerate(sorted(states.items())):
@@ -43,7 +44,8 @@ def _counts(label: str, states: Counter[str]) -> Text:
 def render_header(facts: HeaderFacts, now: float | None = None) -> Text:
     """The header as styled text (no markup is parsed)."""
     now = time.monotonic() if now is None else now
-    text = Text(" pvc ", style="bold reverse")
+    text = Text()
+    text.append(" pvc ", style="bold reverse")
     text.append(" ")
     text.append(printable(facts.address, 60), style="bold")
     text.append("  zk ")
