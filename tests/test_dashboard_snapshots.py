@@ -36,8 +36,10 @@ def prepare(*keys: str, then: Callable[[Dashboard], None] | None = None
                     and len(app.node_table.items) == 3, what="first load")
         app.facts.address = "zk1.example:2181"  # the real one has a random port
         app._show_header()
+        await pilot.pause(0.5)  # column widths settle on idle, after the first load
         if then is not None:
             then(app)
+        await pilot.pause()
         await pilot.press(*keys)
         await pilot.pause(0.3)
 

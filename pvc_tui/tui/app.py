@@ -1,6 +1,6 @@
 """The dashboard: live node and VM tables, actions, and a console pane.
 
-Data flow: ClusterStore (kazoo's thread) -> ChangeFeed (coalesced by record) ->
+Data flow: ClusterStore (its own thread) -> ChangeFeed (coalesced by record) ->
 one `ClusterChanged` message per batch -> `ResourceTable.apply` inside
 `batch_update()`. No polling: without changes the UI does nothing but tick the
 stale-data clock while ZooKeeper is unreachable.
@@ -115,17 +115,20 @@ class Dashboard(App[int]):
     def _connect(self) -> None:
         worker = get_current_worker()
         while not worker.is_cancelled:
+            client: ClusterClient | None = None
             try:
                 client = ClusterClient.connect(self.hosts, timeout=self.connect_timeout)
+                store = ClusterStore(client.zk)
+                store.subscribe(self.feed.add)
+                store.start()
             except ClusterUnavailable as exc:
+                if client is not None:
+                    client.close()
                 self.post_message(ConnectFailed(str(exc)))
                 deadline = time.monotonic() + RETRY_SECONDS
                 while time.monotonic() < deadline and not worker.is_cancelled:
                     time.sleep(0.1)  # a bounded back-off between connection attempts
                 continue
-            store = ClusterStore(client.zk)
-            store.subscribe(self.feed.add)
-            store.start()
             self.feed.drain()  # everything so far is in the snapshot
             self.post_message(Connected(client, store, store.snapshot()))
             return
@@ -136,6 +139,7 @@ class Dashboard(App[int]):
             self.facts.stale_since = time.monotonic()
         self._banner(f"ZooKeeper unreachable: {message.reason}; retrying", "error")
         self._show_header()
+        self.refresh_bindings()
 
     def on_connected(self, message: Connected) -> None:
         self.client, self.store = message.client, message.store
@@ -149,6 +153,7 @@ class Dashboard(App[int]):
         self.loaded_at = time.monotonic()
         self._banner()
         self._show_header()
+        self.refresh_bindings()  # the actions come alive
         self.on_cluster_changed(ClusterChanged())
 
     # ---- live changes -----------------------------------------------------------------

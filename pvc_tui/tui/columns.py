@@ -57,7 +57,7 @@ class Column:
     key: str
     label: str
     cell: Callable[[Any], Cell]
-    width: int | None = None
+    width: int  # fixed, so columns never jump as values change
 
 
 def _migration(vm: VM) -> Cell:
@@ -69,30 +69,31 @@ def _migration(vm: VM) -> Cell:
 
 VM_COLUMNS: tuple[Column, ...] = (
     Column("name", "NAME", lambda v: Cell.of(v.name), 24),
-    Column("state", "STATE", lambda v: state_cell(v.state)),
-    Column("power", "POWER", lambda v: state_cell(v.power_state)),
-    Column("node", "NODE", lambda v: Cell.of(v.node)),
-    Column("previous", "PREVIOUS", lambda v: Cell.of(v.previous_node or "-")),
-    Column("memory", "MEMORY", lambda v: Cell.of(mib(v.memory_mib), v.memory_mib)),
-    Column("vcpus", "VCPUS", lambda v: Cell.of(v.vcpus, v.vcpus)),
-    Column("migration", "MIGRATION", _migration),
+    Column("state", "STATE", lambda v: state_cell(v.state), 9),
+    Column("power", "POWER", lambda v: state_cell(v.power_state), 13),
+    Column("node", "NODE", lambda v: Cell.of(v.node), 10),
+    Column("previous", "PREVIOUS", lambda v: Cell.of(v.previous_node or "-"), 10),
+    Column("memory", "MEMORY", lambda v: Cell.of(mib(v.memory_mib), v.memory_mib), 7),
+    Column("vcpus", "VCPUS", lambda v: Cell.of(v.vcpus, v.vcpus), 5),
+    Column("migration", "MIGRATION", _migration, 24),
     Column("reason", "FAILED REASON", lambda v: Cell.of(v.failed_reason or "", limit=60,
-                                                         style="red")),
+                                                         style="red"), 60),
 )
 
 NODE_COLUMNS: tuple[Column, ...] = (
     Column("name", "NAME", lambda n: Cell.of(n.name), 16),
-    Column("daemon", "DAEMON", lambda n: state_cell(n.daemon_state)),
-    Column("domain", "DOMAIN", lambda n: state_cell(n.domain_state)),
-    Column("vms", "VMS", lambda n: Cell.of(n.vm_count, n.vm_count)),
-    Column("running", "RUNNING", lambda n: Cell.of(len(n.running_vms), len(n.running_vms))),
-    Column("cpus", "CPUS", lambda n: Cell.of(n.cpu_count, n.cpu_count)),
-    Column("load", "LOAD", lambda n: Cell.of(f"{n.load:.2f}", n.load)),
-    Column("mem_used", "MEM USED", lambda n: Cell.of(mib(n.mem_used_mib), n.mem_used_mib)),
-    Column("mem_total", "MEM TOTAL", lambda n: Cell.of(mib(n.mem_total_mib), n.mem_total_mib)),
+    Column("daemon", "DAEMON", lambda n: state_cell(n.daemon_state), 7),
+    Column("domain", "DOMAIN", lambda n: state_cell(n.domain_state), 8),
+    Column("vms", "VMS", lambda n: Cell.of(n.vm_count, n.vm_count), 4),
+    Column("running", "RUNNING", lambda n: Cell.of(len(n.running_vms), len(n.running_vms)), 7),
+    Column("cpus", "CPUS", lambda n: Cell.of(n.cpu_count, n.cpu_count), 4),
+    Column("load", "LOAD", lambda n: Cell.of(f"{n.load:.2f}", n.load), 6),
+    Column("mem_used", "MEM USED", lambda n: Cell.of(mib(n.mem_used_mib), n.mem_used_mib), 8),
+    Column("mem_total", "MEM TOTAL", lambda n: Cell.of(mib(n.mem_total_mib), n.mem_total_mib), 9),
     Column("mem_alloc", "MEM ALLOC",
-           lambda n: Cell.of(mib(n.mem_allocated_mib), n.mem_allocated_mib)),
-    Column("vcpu_alloc", "VCPU ALLOC", lambda n: Cell.of(n.vcpus_allocated, n.vcpus_allocated)),
+           lambda n: Cell.of(mib(n.mem_allocated_mib), n.mem_allocated_mib), 9),
+    Column("vcpu_alloc", "VCPU ALLOC", lambda n: Cell.of(n.vcpus_allocated, n.vcpus_allocated),
+           10),
 )
 
 # `:vm node=hv1` — the fields each view can be filtered by, and how to read them.

@@ -1,6 +1,6 @@
-"""Handing store changes from kazoo's thread to the UI thread, coalesced by key.
+"""Handing store changes from the store's thread to the UI thread, coalesced by key.
 
-The store calls `ChangeFeed.add` on kazoo's callback thread. The feed keeps only the
+The store calls `ChangeFeed.add` on its own thread. The feed keeps only the
 latest value per record and calls `wake` once when the first change of a batch
 arrives; the UI then `drain`s everything at once. A burst of 1,000 changes costs one
 wake-up and one screen update, and a record that changed ten times is drawn once.
