@@ -302,3 +302,46 @@ async def sleep_until(check: Callable[[], bool], what: str, timeout: float = 20)
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+async def test_bulk_shutdown_of_marked_rows(cluster: ClusterClient, zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 4), what="first load")
+        app.vm_table.move_to(cluster.get_vm("web1").uuid)
+        await pilot.press("space", "space")  # marks web1 and web2 (space moves down)
+        assert {v.name for v in app.vm_table.selection()} == {"web1", "web2"}
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("tab", "enter")
+        await until(pilot, lambda: {cluster.get_vm(n).power_state for n in ("web1", "web2")}
+                    == {"shutoff"}, timeout=30, what="both shut down")
+        assert cluster.get_vm("web3").state == "start"
+        await until(pilot, lambda: any("2 of 2 done" in n.message
+                                       for n in app._notifications), what="outcome")
+
+
+async def test_palette_and_console_search_and_save(
+        client: ClusterClient, start_agent: AgentFactory, zk_hosts: str,
+        tmp_path: Path) -> None:
+    log = running_vm(client, start_agent("hv1", *FAST), "web1")
+    # the agent keeps 100 lines (FAST): the match is 60 lines up, off the screen
+    write(log, b"".join(b"boot line %d\n" % i for i in range(20)) + b"needle here\n"
+          + b"".join(b"later %d\n" % i for i in range(60)))
+    app = Dashboard(zk_hosts)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app, 1, 1), what="first load")
+        await pilot.press("ctrl+p", *"show nodes", "enter")  # the palette reaches views
+        await until(pilot, lambda: app.current_table is app.node_table, what="node view")
+        await pilot.press("2", "c")
+        view = app.console_pane.view
+        await until(pilot, lambda: "later 59" in view.text(), what="console loaded")
+        await pilot.press("slash", *"needle", "enter")
+        assert not view.following  # searching holds the view where the match is
+        saved = tmp_path / "web1.log"
+        await pilot.press("s")
+        field = app.screen.query_one("#path")
+        field.value = str(saved)  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, saved.exists, what="saved buffer")
+        assert "needle here" in saved.read_text() and "\x1b" not in saved.read_text()
