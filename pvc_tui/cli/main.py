@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.vm_move, move_kind="move")
 
     demo = sub.add_parser("demo", help="a local sandbox cluster (up, status, down); with "
-                          "no action: up, then show the cluster")
+                          "no action: up, then open the dashboard on it")
     _state_dir(demo)
     demo.set_defaults(run=demo_cmd.demo_default)
     demo_sub = demo.add_subparsers(dest="action", metavar="ACTION",

@@ -11,5 +11,8 @@ def printable(value: object, limit: int = MAX_FIELD_CHARS) -> str:
     """`value` as one safe line: escape sequences removed whole (payloads included),
     other controls, bidi overrides and invalid characters neutralised, newlines made
     spaces; long text is cut with '…'."""
-    text = sanitize_line(str(value)[: limit + 1].replace("\t", " "))
+    raw = str(value)
+    if raw.isascii() and raw.isprintable():  # nothing to neutralise: the common case
+        return raw[:limit] + "…" if len(raw) > limit else raw
+    text = sanitize_line(raw[: limit + 1].replace("\t", " "))
     return text[:limit] + "…" if len(text) > limit else text

@@ -3,7 +3,7 @@ are not live while the console pane (or any dialog) has the focus."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from textual.binding import Binding
 
@@ -54,7 +54,7 @@ class _View(ResourceTable):
         if self.row_filter.active:
             self.dashboard.clear_filter()
 
-    def on_data_table_row_selected(self, event: Any) -> None:
+    def on_resource_table_selected(self, event: ResourceTable.Selected) -> None:
         event.stop()
         self.dashboard.open_detail()
 
