@@ -70,6 +70,11 @@ class ClusterHeader(Static):
 
     DEFAULT_CSS = "ClusterHeader { height: 1; background: $panel; }"
 
+    _shown: Text | None = None
+
     def show(self, facts: HeaderFacts) -> None:
-        """Redraw from `facts`."""
-        self.update(render_header(facts))
+        """Redraw from `facts` (only if the text changed: a layout pass is not free)."""
+        text = render_header(facts)
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
