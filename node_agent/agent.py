@@ -100,7 +100,7 @@ class NodeAgent:
                                                config.target_selector)
         self.console = ConsoleManager(self.zk, self.name, config.console_log_lines,
                                       config.console_log_interval,
-                                      config.console_publish_interval)
+                                      config.console_publish_interval, resync=self.wake)
         self._console_paths = ConsolePaths(self.name, Path(config.console_log_dir),
                                            self.hypervisor.console_log)
 

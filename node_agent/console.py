@@ -84,8 +84,9 @@ class ConsoleManager:
     """All console tailers of one node."""
 
     def __init__(self, zk: KazooClient, node: str, max_lines: int, interval: float,
-                 publish_interval: float) -> None:
+                 publish_interval: float, resync: Callable[[], None] | None = None) -> None:
         self._zk = zk
+        self._resync = resync  # asks for another `sync` (a start that had to wait)
         self._node = node
         self._max_lines = max_lines
         self._interval = interval
@@ -97,6 +98,7 @@ class ConsoleManager:
         self._changed: set[str] = set()  # file names reported by the watcher
         self._by_name: dict[str, set[str]] = {}  # log file name -> uuids
         self._closing: list[_Tail] = []  # tails to finish on the console thread
+        self._closing_uuids: set[str] = set()
         # Lines are published at most every publish_interval anyway: let file events
         # gather for a fifth of that, so hundreds of busy logs cost few wake-ups.
         self._watcher = DirectoryWatcher(self._on_file, poll_interval=interval,
@@ -136,6 +138,12 @@ class ConsoleManager:
                 continue
             if tail is not None:
                 self._finish(uuid, tail)
+            with self._lock:
+                closing = uuid in self._closing_uuids
+            if closing:
+                # one writer per buffer: the old tail hands over first (the console
+                # thread then asks for another sync), or two writers would race
+                continue
             try:
                 self._begin(uuid, spec)
             except KazooException as exc:
@@ -173,6 +181,7 @@ class ConsoleManager:
             self._tails.pop(uuid, None)
             self._by_name.get(tail.spec.path.name, set()).discard(uuid)
             self._closing.append(tail)
+            self._closing_uuids.add(uuid)
         self._wake.set()
 
     def _close(self, tail: _Tail) -> None:
@@ -211,6 +220,11 @@ class ConsoleManager:
             for tail in closing:
                 dirty.pop(tail.writer.uuid, None)
                 self._close(tail)
+            if closing:
+                with self._lock:
+                    self._closing_uuids.difference_update(t.writer.uuid for t in closing)
+                if self._resync is not None:
+                    self._resync()
             if sweep:
                 next_sweep = now + self._interval
                 todo = tails

@@ -24,6 +24,8 @@ def recorded_processes(state_dir: Path) -> list[ProcessRef]:
     raw = json.loads((state_dir / "sandbox.json").read_text())
     refs = [ProcessRef(**raw["zk_process"])]
     refs += [ProcessRef(**n["agent"]) for n in raw["nodes"]]
+    if raw.get("ceph"):
+        refs += [ProcessRef(pid, start) for pid, start in raw["ceph"]["processes"]]
     return refs
 
 
@@ -36,6 +38,9 @@ def test_demo_up_status_down(tmp_path: Path) -> None:
         assert status["driver"] == "test" and status["state_dir"] == str(state_dir)
         assert status["zk"].startswith("127.0.0.1:") and status["zk_running"]
         assert [n["name"] for n in status["nodes"]] == ["hv1", "hv2"]
+        # the tiny real Ceph runs beside it, its config in the sandbox's state
+        assert status["ceph_running"] and Path(status["ceph_conf"]).is_file()
+        assert Path(status["ceph_conf"]).is_relative_to(state_dir)
         for node in status["nodes"]:
             assert node["agent_running"] and node["pid"] > 0
             assert node["libvirt_uri"].startswith("test://")
@@ -65,6 +70,7 @@ def test_demo_up_status_down(tmp_path: Path) -> None:
         assert demo(state_dir, "demo", "up").returncode == 0
         after = recorded_processes(state_dir)
         assert after[1] != before[1] and is_running(after[1])
+        assert after[3:] == before[3:]  # Ceph was running: left as it was
         vms = json.loads(demo(state_dir, "vm", "list", "--node", "hv1", "--format",
                               "json").stdout)
         assert vms and all(v["power_state"] == "running" for v in vms)

@@ -21,7 +21,8 @@ def demo_up(args: argparse.Namespace) -> int:
     try:
         sandbox = demo.up(state_dir, nodes=args.nodes, driver=args.driver,
                           demo_vms=not args.no_vms,
-                          keepalive_interval=args.keepalive_interval, progress=_progress)
+                          keepalive_interval=args.keepalive_interval, progress=_progress,
+                          ceph=not getattr(args, "no_ceph", False))
     except (ZooKeeperError, OSError, RuntimeError) as exc:
         raise PvcError(f"sandbox failed to start: {exc}") from None
     print(f"sandbox up: {len(sandbox.nodes)} {sandbox.driver} nodes, ZooKeeper at "
@@ -42,6 +43,9 @@ def demo_status(args: argparse.Namespace) -> int:
     else:
         print(f"ZooKeeper {status['zk']} ({'running' if status['zk_running'] else 'down'}), "
               f"driver {status['driver']}, state in {status['state_dir']}")
+        if status["ceph_conf"]:
+            print(f"Ceph {'running' if status['ceph_running'] else 'down'}, config "
+                  f"{status['ceph_conf']}")
         output.print_table(("NODE", "AGENT PID", "RUNNING", "LIBVIRT", "CONSOLE LOGS"),
                            [(n["name"], n["pid"], n["agent_running"], n["libvirt_uri"],
                              n["console_log_dir"]) for n in status["nodes"]])
@@ -62,6 +66,7 @@ def demo_default(args: argparse.Namespace) -> int:
     """`demo`: bring the sandbox up if needed, then open the dashboard on it."""
     if args.action is None:
         args.nodes, args.driver, args.no_vms, args.keepalive_interval = None, None, False, 5.0
+        args.no_ceph = False
         demo_up(args)
         state_dir = (args.state_dir or demo.default_state_dir()).resolve()
         sandbox = demo.load(state_dir)

@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="qemu: real guests under per-node libvirtd (default where "
                    "possible); test: libvirt's test driver")
     p.add_argument("--no-vms", action="store_true", help="do not define demo VMs")
+    p.add_argument("--no-ceph", action="store_true", help="do not start the tiny Ceph")
     p.add_argument("--keepalive-interval", type=seconds, default=5.0, help=argparse.SUPPRESS)
     _state_dir(p)
     p.set_defaults(run=demo_cmd.demo_up)

@@ -18,6 +18,7 @@ from typing import Any
 from pvc_tui.cluster import AlreadyExists, ClusterClient
 from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.layout import VMState
+from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.processes import ProcessRef, is_running, spawn, terminate
 from pvc_tui.sandbox.zookeeper import ZooKeeperServer, start_zookeeper, zookeeper_running
 
@@ -74,6 +75,7 @@ class Sandbox:
     nodes: list[SandboxNode] = field(default_factory=list)
     demo_vms_defined: bool = False  # only the first `up` defines them
     address_block: int = 0  # qemu: node i listens on 127.0.0.(10 + 10 * block + i)
+    ceph: dict[str, Any] | None = None  # CephCluster.to_dict() of the tiny Ceph, if any
 
     @property
     def zk(self) -> str:
@@ -94,6 +96,9 @@ class Sandbox:
             "zk_running": self.zk_process is not None and is_running(self.zk_process),
             "state_dir": self.state_dir,
             "driver": self.driver,
+            "ceph_conf": str(Path(self.ceph["state_dir"]) / "ceph.conf") if self.ceph else None,
+            "ceph_running": self.ceph is not None and all(
+                is_running(p) for p in CephCluster.from_dict(self.ceph).processes),
             "nodes": [
                 {
                     "name": n.name,
@@ -126,19 +131,23 @@ def load(state_dir: Path) -> Sandbox | None:
     return Sandbox(state_dir=raw["state_dir"], driver=raw["driver"], zk_host=raw["zk_host"],
                    zk_port=raw["zk_port"], zk_process=_ref(raw.get("zk_process")), nodes=nodes,
                    demo_vms_defined=bool(raw.get("demo_vms_defined")),
-                   address_block=int(raw.get("address_block", 0)))
+                   address_block=int(raw.get("address_block", 0)),
+                   ceph=raw.get("ceph") if isinstance(raw.get("ceph"), dict) else None)
 
 
 def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
        demo_vms: bool = True, keepalive_interval: float = 5.0,
-       progress: Any = None) -> Sandbox:
+       progress: Any = None, ceph: bool = True) -> Sandbox:
     """Start (or complete) the sandbox; idempotent. Returns once agents run.
 
     `nodes` defaults to 3 for a new sandbox and to its current size for an existing one.
+    With `ceph`, a tiny real Ceph runs beside it (see sandbox/ceph.py).
     """
     say = progress or (lambda msg: None)
     if nodes is not None and not 1 <= nodes <= 9:
         raise InvalidRequest("--nodes must be between 1 and 9")
+    if ceph and (reason := ceph_unavailable_reason()):
+        raise InvalidRequest(f"{reason} (or use --no-ceph)")
     state_dir = state_dir.resolve()
     existing = load(state_dir)
     if existing is not None:
@@ -163,6 +172,9 @@ def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
                           address_block=_free_address_block() if driver == "qemu" else 0)
     _ensure_zookeeper(sandbox, say)
     sandbox.save()
+    if ceph:
+        _ensure_ceph(sandbox, say)
+        sandbox.save()
     _ensure_nodes(sandbox, nodes or len(sandbox.nodes) or 3, keepalive_interval, say)
     sandbox.save()
     with ClusterClient.connect(sandbox.zk, timeout=10.0) as client:
@@ -189,6 +201,16 @@ def _ensure_zookeeper(sandbox: Sandbox, say: Any) -> None:
     server = start_zookeeper(Path(sandbox.state_dir) / "zookeeper",
                              port=sandbox.zk_port or None)
     sandbox.zk_port, sandbox.zk_process = server.port, server.process
+
+
+def _ensure_ceph(sandbox: Sandbox, say: Any) -> None:
+    if sandbox.ceph is not None:
+        running = CephCluster.from_dict(sandbox.ceph)
+        if all(is_running(p) for p in running.processes):
+            return
+        stop_ceph(running)  # half there: memstore keeps nothing worth saving
+    say("starting Ceph (1 mon, 1 mgr, 1 memstore OSD)")
+    sandbox.ceph = start_ceph(Path(sandbox.state_dir) / "ceph").to_dict()
 
 
 def _ensure_nodes(sandbox: Sandbox, count: int, keepalive: float, say: Any) -> None:
@@ -333,6 +355,8 @@ def down(state_dir: Path) -> bool:
         for node in sandbox.nodes:
             if node.libvirtd is not None:
                 stop_libvirtd_node(_libvirtd_of(node, LibvirtdNode))
+    if sandbox.ceph is not None:
+        stop_ceph(CephCluster.from_dict(sandbox.ceph))
     if sandbox.zk_process is not None:
         terminate([sandbox.zk_process])
     shutil.rmtree(sandbox.state_dir, ignore_errors=True)
