@@ -36,6 +36,7 @@ from node_agent.domain_runner import DomainStateRunner
 from node_agent.hypervisor import DomainInfo, Hypervisor
 from node_agent.reconciler import Desired, Reconciler
 from node_agent.records import AgentRecords
+from node_agent.storage import StoragePrimary
 from pvc_tui import __version__
 from pvc_tui.cluster import layout
 from pvc_tui.cluster.connection import cluster_id, ensure_schema
@@ -98,6 +99,9 @@ class NodeAgent:
         self._last_mine: list[Desired] = []
         self.domain_runner = DomainStateRunner(self.records, config.flush_concurrency,
                                                config.target_selector)
+        self.storage = (StoragePrimary(self.zk, self.name, config.ceph_conf,
+                                       config.keepalive_interval)
+                        if config.ceph_conf else None)
         self.console = ConsoleManager(self.zk, self.name, config.console_log_lines,
                                       config.console_log_interval,
                                       config.console_publish_interval, resync=self.wake)
@@ -141,6 +145,8 @@ class NodeAgent:
                         ChildrenWatch(self.zk, layout.VMS, self._on_vm_children)
                         self.domain_runner.start()
                         self.console.start()
+                        if self.storage is not None:
+                            self.storage.start()
                         watching = True
                 self._pass()
                 self._retry_at = 0.0
@@ -188,6 +194,8 @@ class NodeAgent:
     def _shutdown(self) -> None:
         log.info("stopping: node %s goes to daemon state stop; guests keep running", self.name)
         self.domain_runner.stop()
+        if self.storage is not None:
+            self.storage.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.console.stop()
         if self.zk.connected and self._reporter:  # only what this agent registered

@@ -35,6 +35,7 @@ class AgentConfig:
     console_log_lines: int = 1000  # lines of each VM's console kept in ZooKeeper
     console_log_interval: float = 0.5  # poll interval where inotify is not available
     console_publish_interval: float = 0.05  # at most one console publish per VM per this
+    ceph_conf: str = ""  # ceph.conf of the cluster's Ceph: stand for storage primary
     log_level: str = "INFO"
 
     def validated(self) -> AgentConfig:
@@ -62,6 +63,8 @@ class AgentConfig:
             value = getattr(self, key)
             if not math.isfinite(value) or not 0.01 <= value <= 60:
                 raise InvalidRequest(f"{key} must be between 0.01 and 60 seconds")
+        if self.ceph_conf and not Path(self.ceph_conf).is_file():
+            raise InvalidRequest(f"ceph_conf {self.ceph_conf} is not a readable file")
         return self
 
 

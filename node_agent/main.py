@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="console poll interval without inotify (default 0.5 s)")
     parser.add_argument("--console-publish-interval", type=float,
                         help="least time between console publishes of one VM (default 0.05 s)")
+    parser.add_argument("--ceph-conf", help="ceph.conf of the cluster's Ceph (this agent "
+                        "then stands for storage primary)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

@@ -158,6 +158,24 @@ NODE_FIELDS: dict[str, Any] = {
 }
 
 
+# Storage (Ceph): the primary agent, elected under STORAGE_ELECTION, publishes what
+# Ceph reports into STORAGE_STATUS.
+STORAGE = f"{ROOT}/storage"
+STORAGE_ELECTION = f"{STORAGE}/election"
+STORAGE_STATUS = f"{STORAGE}/status"
+STORAGE_STATUS_FIELDS: dict[str, Any] = {
+    "primary": "",  # the node whose agent wrote this
+    "health": "",  # HEALTH_OK / HEALTH_WARN / HEALTH_ERR, or "" when Ceph is unreachable
+    "health_checks": {},  # check name -> summary message
+    "error": "",  # why Ceph could not be read, if it could not
+    "usage": {},  # total_bytes, total_avail_bytes, total_used_raw_bytes, num_osds
+    "osds": [],  # {id, name, status, reweight, utilization, pgs, kb, kb_used}
+    "pools": [],  # {name, id, stored, objects, percent_used, max_avail, size, min_size,
+    #               pg_num, read_bytes_sec, write_bytes_sec}
+    "updated_at": 0.0,
+}
+
+
 class RecordError(PvcError, ValueError):
     """A znode's content is not a valid record of this schema."""
 

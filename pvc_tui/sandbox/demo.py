@@ -239,6 +239,8 @@ def _ensure_nodes(sandbox: Sandbox, count: int, keepalive: float, say: Any) -> N
                     "--libvirt-uri", node.libvirt_uri,
                     "--console-log-dir", node.console_log_dir,
                     "--keepalive-interval", str(keepalive), "--shutdown-timeout", "20"]
+            if sandbox.ceph:  # the agents stand for storage primary on the tiny Ceph
+                argv += ["--ceph-conf", str(CephCluster.from_dict(sandbox.ceph).conf)]
             if node.migration_uri:  # qemu nodes: live migration between libvirtds
                 from pvc_tui.sandbox.nsinit import node_ip
 
