@@ -28,6 +28,7 @@ from node_agent.file_watch import DirectoryWatcher
 from pvc_tui.cluster.console import MAX_LINE_BYTES
 
 log = logging.getLogger(__name__)
+ENDED_GRACE = 10.0  # seconds a stopped guest instance is not tailed again
 LOADED_TICK_CONSOLES = 100  # busy consoles in one tick at which the tick is 1.25x long
 
 
@@ -99,6 +100,10 @@ class ConsoleManager:
         self._by_name: dict[str, set[str]] = {}  # log file name -> uuids
         self._closing: list[_Tail] = []  # tails to finish on the console thread
         self._closing_uuids: set[str] = set()
+        # uuid -> (guest instance whose tail ended, when): a domain view from before the
+        # stop can arrive just after it; IDs can repeat after a libvirtd restart, so the
+        # guard holds only briefly
+        self._ended: dict[str, tuple[int, float]] = {}
         # Lines are published at most every publish_interval anyway: let file events
         # gather for a fifth of that, so hundreds of busy logs cost few wake-ups.
         self._watcher = DirectoryWatcher(self._on_file, poll_interval=interval,
@@ -130,8 +135,14 @@ class ConsoleManager:
         with self._lock:
             current = dict(self._tails)
         for uuid in set(current) - set(running):
+            self._ended[uuid] = (current[uuid].spec.instance, time.monotonic())
             self._finish(uuid, current[uuid])
         for uuid, spec in running.items():
+            ended = self._ended.get(uuid)
+            if ended and ended[0] == spec.instance and time.monotonic() - ended[1] < ENDED_GRACE:
+                # a guest instance never runs again: a view of the domains from before
+                # it stopped must not open a second tail (and a second restart marker)
+                continue
             tail = current.get(uuid)
             if tail is not None and (tail.spec.path, tail.spec.instance) == (spec.path,
                                                                            spec.instance):
