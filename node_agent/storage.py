@@ -78,7 +78,6 @@ class StoragePrimary:
         self._wake = threading.Event()
         self._election = zk.Election(layout.STORAGE_ELECTION, identifier=node)
         self._thread = threading.Thread(target=self._run, name="storage", daemon=True)
-        self.leading = False
 
     def start(self) -> None:
         """Stand in the election (in the background)."""
@@ -107,7 +106,6 @@ class StoragePrimary:
         import rados
 
         session = self._zk.client_id
-        self.leading = True
         log.info("storage primary: this node (%s)", self._node)
         cluster = rados.Rados(conffile=self._ceph_conf, conf={
             "rados_mon_op_timeout": str(CEPH_TIMEOUT), "client_mount_timeout": str(CEPH_TIMEOUT)})
@@ -125,7 +123,6 @@ class StoragePrimary:
                 self._wake.wait(self._interval)
                 self._wake.clear()
         finally:
-            self.leading = False
             cluster.shutdown()
 
     def _publish(self, status: dict[str, Any]) -> None:

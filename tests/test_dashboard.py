@@ -115,7 +115,8 @@ async def test_readonly_has_no_mutating_action(cluster: ClusterClient, zk_hosts:
                 await pilot.press(key)
                 await pilot.pause(0.05)
                 assert not isinstance(app.screen, ConfirmScreen | TargetPicker)
-            assert not active & {"migrate", "stop", "flush", "ready", "restart", "start"}
+            assert not active & {"vm('migrate')", "vm('stop')", "node('flush')",
+                                 "node('ready')", "vm('restart')", "vm('start')"}
         from pvc_tui.tui.palette import palette_entries
 
         names = [name for name, _, _ in palette_entries(app)]

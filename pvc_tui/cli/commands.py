@@ -7,9 +7,11 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pvc_tui.cli import output
 from pvc_tui.cluster import ClusterClient, InvalidRequest, PvcError, moves
+from pvc_tui.cluster.describe import flush_item
 from pvc_tui.cluster.text import printable
 
 
@@ -201,13 +203,10 @@ def node_domain_state(args: argparse.Namespace) -> int:
     action = args.domain_action
     bad = 0
 
-    def on_item(item: dict[str, object]) -> None:
+    def on_item(item: dict[str, Any]) -> None:
         nonlocal bad
-        result = str(item.get("result", ""))
-        if not result.startswith(("ok", "started", "stays")):
-            bad += 1
-        print(f"  {printable(item.get('vm', '?'))} -> {printable(item.get('target') or '-')}: "
-              f"{printable(result)}", flush=True)
+        bad += not moves.item_reached_goal(item)
+        print(f"  {printable(flush_item(item))}", flush=True)
 
     with connect(args) as client:
         call = client.flush_node if action == "flush" else client.ready_node

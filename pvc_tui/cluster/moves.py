@@ -150,6 +150,14 @@ _GOAL_STATE = {"flush": DomainState.FLUSHED, "ready": DomainState.READY}
 
 
 MAX_CONCURRENCY = 64
+# A flush / ready item's result starts with one of these when that VM reached its goal
+# (moved, started again, or rightly left where it was); anything else is a failure.
+GOAL_RESULTS = ("ok", "started", "stays")
+
+
+def item_reached_goal(item: dict[str, Any]) -> bool:
+    """Whether one VM of a flush or ready ended as it should."""
+    return str(item.get("result", "")).startswith(GOAL_RESULTS)
 
 
 def request_domain_state(client: ClusterClient, name: str, action: DomainAction,

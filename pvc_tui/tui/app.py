@@ -9,6 +9,7 @@ stale-data clock while ZooKeeper is unreachable.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections import Counter
@@ -77,6 +78,7 @@ class Dashboard(App[int]):
         self.invalid: dict[str, object] = {}
         self.crashes: list[str] = []  # internal errors reported in the UI (and logged)
         self.fatal_error = ""  # why the dashboard had to end, if it did
+        self._quitting = threading.Event()
         self.loaded_at: float | None = None  # monotonic time the first full tables showed
         self.actions = DashboardActions(self)
         # the main screen's widgets, reachable while another screen is on top
@@ -125,9 +127,8 @@ class Dashboard(App[int]):
                 if client is not None:
                     client.close()
                 self.post_message(ConnectFailed(str(exc)))
-                deadline = time.monotonic() + RETRY_SECONDS
-                while time.monotonic() < deadline and not worker.is_cancelled:
-                    time.sleep(0.1)  # a bounded back-off between connection attempts
+                if self._quitting.wait(RETRY_SECONDS):  # back off; quitting ends the wait
+                    return
                 continue
             self.feed.drain()  # everything so far is in the snapshot
             self.post_message(Connected(client, store, store.snapshot()))
@@ -394,6 +395,7 @@ class Dashboard(App[int]):
                     severity="error", markup=False, timeout=30)
 
     async def on_unmount(self) -> None:
+        self._quitting.set()
         self.console_pane.stop()
         if self.store is not None:
             self.store.stop()

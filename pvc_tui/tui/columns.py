@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.text import Text
 
+from pvc_tui.cluster.describe import mib
 from pvc_tui.cluster.models import VM, Node
 from pvc_tui.cluster.text import printable
 
@@ -43,11 +44,6 @@ class Cell(Text):
 def state_cell(value: str) -> Cell:
     """A state word, coloured by what it means."""
     return Cell.of(value, style=STATE_STYLES.get(value, ""))
-
-
-def mib(value: int) -> str:
-    """MiB in a short unit."""
-    return f"{value / 1024:.1f}G" if value >= 1024 else f"{value}M"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -43,7 +43,7 @@ class DisplayItem:
     """What the pane shows next: safe text only."""
 
     kind: ItemKind
-    lines: tuple[str, ...] = ()
+    lines: list[str] = field(default_factory=list)  # grows while waiting in the inbox
     text: str = ""
     at: float = 0.0  # when the worker received it (monotonic), for the lag figure
 
@@ -62,7 +62,7 @@ class ConsoleInbox:
             first = not self._items
             last = self._items[-1] if self._items else None
             if item.kind == "lines" and last is not None and last.kind == "lines":
-                self._items[-1] = DisplayItem("lines", last.lines + item.lines, at=last.at)
+                last.lines.extend(item.lines)  # one batch, however many lines wait
             else:
                 self._items.append(item)
         if first:
@@ -82,7 +82,7 @@ def to_display(event: object, sanitizer: ConsoleSanitizer) -> DisplayItem | None
         text = sanitizer.feed_line(event.text) + ("…" if event.cont else "")
         if event.marker:
             return DisplayItem("marker", text=f"── {text} ──", at=now)
-        return DisplayItem("lines", (text,), at=now)
+        return DisplayItem("lines", [text], at=now)
     if isinstance(event, Gap):
         return DisplayItem("marker", text=f"── {event.missed} lines missed ──", at=now)
     if isinstance(event, Partial):
@@ -97,6 +97,30 @@ class ConsoleWake(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ConsoleWake)
+
+
+class SearchField(Input):
+    """The `/` field under a ConsoleView: enter searches the view (plain text)."""
+
+    def __init__(self, view: Callable[[], ConsoleView], *, id: str) -> None:
+        super().__init__(id=id, placeholder="search (enter)", classes="search")
+        self._view = view
+
+    def on_mount(self) -> None:
+        self.display = False
+
+    def open(self) -> None:
+        """Show the field and take the focus."""
+        self.display = True
+        self.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.display = False
+        view = self._view()
+        view.focus()
+        if event.value and not view.find(event.value):
+            self.notify(f"not found: {printable(event.value, 80)}", markup=False)
 
 
 class SavePathScreen(ModalScreen[str | None]):
@@ -135,28 +159,17 @@ class BufferScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Label(Text(self._title, style="bold"), classes="pane-title")
         yield ConsoleView(max_lines=max(len(self._lines), 1), id="buffer")
-        yield Input(id="buffer-search", placeholder="search (enter)", classes="search")
+        yield SearchField(lambda: self.query_one(ConsoleView), id="buffer-search")
         yield Footer()
 
     def on_mount(self) -> None:
         view = self.query_one(ConsoleView)
         view.append_lines(self._lines)
-        self.query_one("#buffer-search").display = False
         view.focus()
 
     def action_search(self) -> None:
         """Open the search field."""
-        field = self.query_one("#buffer-search", Input)
-        field.display = True
-        field.focus()
-
-    @on(Input.Submitted, "#buffer-search")
-    def _search(self, event: Input.Submitted) -> None:
-        event.input.display = False
-        view = self.query_one(ConsoleView)
-        view.focus()
-        if event.value and not view.find(event.value):
-            self.notify(f"not found: {printable(event.value, 80)}", markup=False)
+        self.query_one(SearchField).open()
 
 
 class ConsolePane(Vertical):
@@ -176,16 +189,11 @@ class ConsolePane(Vertical):
         self.ended = False
         self._stop = threading.Event()
         self._inbox = ConsoleInbox(lambda: self.post_message(ConsoleWake()))
-        self.lag_samples: list[float] = []  # seconds from receipt to display (figures)
 
     def compose(self) -> ComposeResult:
         yield Label(id="console-title", classes="pane-title")
         yield ConsoleView(id="console-view")
-        yield Input(id="console-search", placeholder="search the console (enter)",
-                    classes="search")
-
-    def on_mount(self) -> None:
-        self.query_one("#console-search").display = False
+        yield SearchField(lambda: self.view, id="console-search")
 
     @property
     def view(self) -> ConsoleView:
@@ -223,10 +231,7 @@ class ConsolePane(Vertical):
 
     def on_console_wake(self, message: ConsoleWake) -> None:
         view = self.view
-        now = time.monotonic()
         for item in self._inbox.drain():
-            if item.at:
-                self.lag_samples.append(now - item.at)
             if item.kind == "lines":
                 view.append_lines(item.lines)
             elif item.kind == "marker":
@@ -236,7 +241,6 @@ class ConsolePane(Vertical):
             else:
                 view.append_marker(item.text)
                 self.ended = True
-        del self.lag_samples[:-10_000]
         self._title()
 
     @on(ConsoleView.FollowChanged)
@@ -259,16 +263,7 @@ class ConsolePane(Vertical):
 
     def action_search(self) -> None:
         """Open the search field."""
-        field = self.query_one("#console-search", Input)
-        field.display = True
-        field.focus()
-
-    @on(Input.Submitted, "#console-search")
-    def _search(self, event: Input.Submitted) -> None:
-        event.input.display = False
-        self.view.focus()
-        if event.value and not self.view.find(event.value):
-            self.notify(f"not found: {printable(event.value, 80)}", markup=False)
+        self.query_one(SearchField).open()
 
     def action_save(self) -> None:
         """Save the buffer to a file (asks where)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,10 +15,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static, TextArea
 
+from pvc_tui.cluster.describe import node_details, vm_details
 from pvc_tui.cluster.errors import PvcError
 from pvc_tui.cluster.models import VM, Node
+from pvc_tui.cluster.moves import item_reached_goal
 from pvc_tui.cluster.text import printable
-from pvc_tui.tui.columns import STATE_STYLES, mib
+from pvc_tui.tui.columns import STATE_STYLES
 
 if TYPE_CHECKING:
     from pvc_tui.cluster import ClusterClient
@@ -35,45 +36,6 @@ def fields_text(pairs: Iterable[tuple[str, object]]) -> Text:
         text.append(f"{key.rjust(width)}: ", style="bold")
         text.append(shown + "\n", style=STATE_STYLES.get(shown, ""))
     return text
-
-
-def _age(epoch: float) -> str:
-    return f"{max(0.0, time.time() - epoch):.0f} s ago" if epoch else "never"
-
-
-def vm_fields(vm: VM) -> list[tuple[str, object]]:
-    """What the VM detail shows."""
-    pairs: list[tuple[str, object]] = [
-        ("name", vm.name), ("uuid", vm.uuid), ("state", vm.state), ("power", vm.power_state),
-        ("node", vm.node), ("previous node", vm.previous_node or "-"),
-        ("failed reason", vm.failed_reason or "-"), ("memory", mib(vm.memory_mib)),
-        ("vCPUs", vm.vcpus), ("CPU time", f"{vm.runtime.cpu_time_ns / 1e9:.1f} s"),
-        ("last report", _age(vm.runtime.updated_at)),
-        ("migration method", vm.migration_method or "auto"),
-    ]
-    if vm.migration:
-        m = vm.migration
-        pairs.append(("migrating", f"{m.source} -> {m.target} ({m.phase})"))
-    if vm.last_migration:
-        m = vm.last_migration
-        pairs.append(("last migration", f"{m.source} -> {m.target}: {m.used or m.phase}, "
-                                         f"{m.seconds:.1f} s"))
-    return pairs
-
-
-def node_fields(node: Node) -> list[tuple[str, object]]:
-    """What the node detail shows."""
-    return [
-        ("name", node.name), ("daemon state", node.daemon_state),
-        ("domain state", node.domain_state), ("agent version", node.agent_version or "-"),
-        ("libvirt", node.libvirt_uri or "-"), ("CPUs", node.cpu_count),
-        ("load", f"{node.load:.2f}"),
-        ("memory", f"{mib(node.mem_used_mib)} used, {mib(node.mem_free_mib)} free of "
-                   f"{mib(node.mem_total_mib)}"),
-        ("allocated", f"{mib(node.mem_allocated_mib)} memory, {node.vcpus_allocated} vCPUs"),
-        ("VMs", f"{node.vm_count} assigned, {len(node.running_vms)} running"),
-        ("last keepalive", _age(node.keepalive_at)),
-    ]
 
 
 def progress_text(progress: dict[str, Any]) -> Text:
@@ -97,7 +59,7 @@ def progress_text(progress: dict[str, Any]) -> Text:
 def item_text(item: dict[str, Any]) -> Text:
     """One VM's outcome in a flush or ready."""
     result = printable(item.get("result", ""), 200)
-    good = result.startswith(("ok", "started", "stays"))
+    good = item_reached_goal(item)
     line = Text(f"  {printable(item.get('vm', '?'), 60)} -> "
                 f"{printable(item.get('target') or '-', 40)}: ")
     line.append(result + "\n", style="green" if good else "bold red")
@@ -165,7 +127,7 @@ class VMDetailScreen(DetailScreen):
         if vm is None:
             fields.update(Text("this VM no longer exists (undefined)", style="bold red"))
             return
-        fields.update(fields_text(vm_fields(vm)))
+        fields.update(fields_text(vm_details(vm)))
 
 
 class NodeDetailScreen(DetailScreen):
@@ -190,7 +152,7 @@ class NodeDetailScreen(DetailScreen):
             self.query_one("#fields", Static).update(Text("this node no longer exists",
                                                           style="bold red"))
             return
-        self.query_one("#fields", Static).update(fields_text(node_fields(node)))
+        self.query_one("#fields", Static).update(fields_text(node_details(node)))
         self.query_one("#progress", Static).update(progress_text(node.domain_progress))
         mine = sorted((v for v in vms.values() if v.node == node.name), key=lambda v: v.name)
         listing = Text()

@@ -9,7 +9,6 @@ wake-up and one screen update, and a record that changed ten times is drawn once
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +18,9 @@ from pvc_tui.cluster.store import StoreChange
 
 @dataclass(frozen=True)
 class Pending:
-    """The changes since the last drain: latest value per (kind, key), and when first seen."""
+    """The changes since the last drain: the latest value per (kind, key)."""
 
     changes: dict[tuple[str, str], StoreChange]
-    first_at: float
 
     def of_kind(self, kind: str) -> list[StoreChange]:
         """The changes of one kind (`node`, `vm`, `invalid`, `connection`)."""
@@ -36,7 +34,6 @@ class ChangeFeed:
         self._wake = wake
         self._lock = threading.Lock()
         self._changes: dict[tuple[str, str], StoreChange] = {}
-        self._first_at = 0.0
 
     def add(self, change: StoreChange) -> None:
         """Record a change (any thread); wakes the UI on the first of a batch."""
@@ -47,8 +44,6 @@ class ChangeFeed:
             # keep the oldest `old` so the UI sees one change from what it last drew
             self._changes[key] = change if earlier is None else StoreChange(
                 change.kind, change.key, earlier.old, change.new)
-            if first:
-                self._first_at = time.monotonic()
         if first:
             self._wake()
 
@@ -56,7 +51,7 @@ class ChangeFeed:
         """Everything since the last drain (possibly nothing)."""
         with self._lock:
             changes, self._changes = self._changes, {}
-            return Pending(changes, self._first_at)
+            return Pending(changes)
 
     def __len__(self) -> int:
         with self._lock:

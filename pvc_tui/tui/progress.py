@@ -14,13 +14,14 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Label, Log, Static
 
+from pvc_tui.cluster.describe import flush_item
 from pvc_tui.cluster.errors import PvcError
+from pvc_tui.cluster.moves import item_reached_goal
 from pvc_tui.cluster.text import printable
 
 if TYPE_CHECKING:
     from pvc_tui.cluster import ClusterClient
 
-GOOD_RESULTS = ("ok", "started", "stays")
 
 
 @dataclass
@@ -36,12 +37,6 @@ class RequestDone(Message):
 
     text: str
     ok: bool
-
-
-def item_line(item: dict[str, Any]) -> str:
-    """`vm -> target: result`, printable."""
-    return (f"{printable(item.get('vm', '?'), 60)} -> {printable(item.get('target') or '-', 40)}"
-            f": {printable(item.get('result', ''), 200)}")
 
 
 class DomainProgressScreen(ModalScreen[None]):
@@ -77,7 +72,7 @@ class DomainProgressScreen(ModalScreen[None]):
             self.post_message(RequestDone(f"{self._action} of {self._node} failed: {exc}", False))
             return
         items = progress.get("items", [])
-        bad = [i for i in items if not str(i.get("result", "")).startswith(GOOD_RESULTS)]
+        bad = [i for i in items if not item_reached_goal(i)]
         goal = "flushed" if self._action == "flush" else "ready"
         text = (f"node {self._node} is {goal}: {len(items)} VMs in "
                 f"{float(progress.get('seconds', 0)):.1f} s")
@@ -90,7 +85,7 @@ class DomainProgressScreen(ModalScreen[None]):
 
     def on_item_done(self, message: ItemDone) -> None:
         self.items.append(message.item)
-        self.query_one("#items", Log).write_line(item_line(message.item))
+        self.query_one("#items", Log).write_line(printable(flush_item(message.item), 300))
         self.query_one("#status", Static).update(
             Text(f"{len(self.items)} VMs done…", style="yellow"))
 

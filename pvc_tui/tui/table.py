@@ -19,7 +19,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Region, Size
+from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -82,7 +82,6 @@ class ResourceTable(ScrollView, can_focus=True):
         self._index: dict[str, int] = {}
         self._strips: dict[str, Strip] = {}
         self._cursor = 0
-        self.applied_updates = 0  # cells changed since mount (figures and tests)
         self._width = 2 + sum(c.width + GAP for c in columns)
         self._header = Text.assemble(("  ", ""), *(
             (set_cell_size(c.label, c.width + GAP), "") for c in columns))
@@ -184,7 +183,6 @@ class ResourceTable(ScrollView, can_focus=True):
             if old is None:
                 structural = True
             else:
-                self.applied_updates += sum(1 for a, b in zip(old, cells, strict=True) if a != b)
                 column = self._column_index(self.sort_column)
                 resort = resort or old[column].sort_key != cells[column].sort_key
         if structural or resort:
@@ -320,13 +318,6 @@ class ResourceTable(ScrollView, can_focus=True):
         style = base + (self.get_component_rich_style("resource-table--odd") if row % 2
                         else Style())
         return strip.crop_extend(scroll_x, scroll_x + width, None).apply_style(style)
-
-    def refresh_row(self, key: str) -> None:
-        """Redraw one row if it is on screen."""
-        row = self._index.get(key)
-        if row is not None:
-            y = row - round(self.scroll_y) + 1
-            self.refresh(Region(0, y, self.size.width, 1))
 
 
 __all__ = ["Cell", "ResourceTable"]

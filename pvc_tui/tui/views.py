@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 from textual.binding import Binding
 
 from pvc_tui.cluster.models import VM, Node
-from pvc_tui.tui.actions import MUTATING, NODE_ACTIONS, VM_ACTIONS
+from pvc_tui.tui.actions import NODE_ACTIONS, VM_ACTIONS
 from pvc_tui.tui.columns import NODE_COLUMNS, NODE_FIELDS, VM_COLUMNS, VM_FIELDS
 from pvc_tui.tui.table import ResourceTable
 
@@ -29,8 +29,8 @@ class _View(ResourceTable):
         return cast("Dashboard", self.app)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MUTATING:
-            return self.dashboard.check_action(action, parameters)
+        if action in ("vm", "node"):  # the mutating actions, by name
+            return self.dashboard.check_action(str(parameters[0]), ())
         return True
 
     def action_toggle_mark(self) -> None:
@@ -62,56 +62,24 @@ class _View(ResourceTable):
 class VMTable(_View):
     """Virtual machines, keyed by uuid."""
 
-    BINDINGS = [*COMMON, *(Binding(a.key, a.name, a.title) for a in VM_ACTIONS)]
+    BINDINGS = [*COMMON, *(Binding(a.key, f"vm('{a.name}')", a.title) for a in VM_ACTIONS)]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(VM_COLUMNS, VM_FIELDS, lambda v: cast(VM, v).uuid, id=id)
 
-    def action_migrate(self) -> None:
-        """Migrate (picker of valid targets)."""
-        self.dashboard.vm_action("migrate")
-
-    def action_force_migrate(self) -> None:
-        """Migrate an already-migrated VM, keeping its original previous node."""
-        self.dashboard.vm_action("force_migrate")
-
-    def action_unmigrate(self) -> None:
-        """Send back to the previous node."""
-        self.dashboard.vm_action("unmigrate")
-
-    def action_move(self) -> None:
-        """Move permanently."""
-        self.dashboard.vm_action("move")
-
-    def action_start(self) -> None:
-        """Start."""
-        self.dashboard.vm_action("start")
-
-    def action_shutdown(self) -> None:
-        """Graceful shutdown."""
-        self.dashboard.vm_action("shutdown")
-
-    def action_stop(self) -> None:
-        """Power off."""
-        self.dashboard.vm_action("stop")
-
-    def action_restart(self) -> None:
-        """Restart."""
-        self.dashboard.vm_action("restart")
+    def action_vm(self, name: str) -> None:
+        """VM action `name` (see actions.VM_ACTIONS) on the marked or current VMs."""
+        self.dashboard.vm_action(name)
 
 
 class NodeTable(_View):
     """Hypervisor nodes, keyed by name."""
 
-    BINDINGS = [*COMMON, *(Binding(a.key, a.name, a.title) for a in NODE_ACTIONS)]
+    BINDINGS = [*COMMON, *(Binding(a.key, f"node('{a.name}')", a.title) for a in NODE_ACTIONS)]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(NODE_COLUMNS, NODE_FIELDS, lambda n: cast(Node, n).name, id=id)
 
-    def action_flush(self) -> None:
-        """Flush the node (typed confirmation, progress view)."""
-        self.dashboard.node_action("flush")
-
-    def action_ready(self) -> None:
-        """Make the node ready."""
-        self.dashboard.node_action("ready")
+    def action_node(self, name: str) -> None:
+        """Node action `name` (flush, ready) on the current node."""
+        self.dashboard.node_action(name)
