@@ -53,6 +53,11 @@ def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperSer
 @pytest.fixture
 def zk_hosts(zk_server: ZooKeeperServer) -> str:
     """A connect string with a fresh chroot: an empty cluster for this test."""
+    return new_chroot(zk_server)
+
+
+def new_chroot(zk_server: ZooKeeperServer) -> str:
+    """A connect string with a fresh, empty chroot on `zk_server`."""
     chroot = f"/test-{uuid.uuid4().hex[:12]}"
     zk = KazooClient(hosts=zk_server.address)
     zk.start(timeout=10)
@@ -109,23 +114,34 @@ def start_agent(zk_hosts: str, client: ClusterClient,
     started: list[AgentProcess] = []
 
     def start(name: str, *extra: str, wait: bool = True) -> AgentProcess:
-        node_dir = tmp_path / name
-        node_dir.mkdir(exist_ok=True)
-        xml = node_dir / "hypervisor.xml"
-        xml.write_text(TEST_NODE_XML.format(cpus=8, memory_kib=16 * 1024 * 1024))
-        argv = [sys.executable, "-m", "node_agent", "--name", name, "--zk", zk_hosts,
-                "--libvirt-uri", f"test://{xml}", "--console-log-dir", str(node_dir),
-                "--keepalive-interval", "1", "--shutdown-timeout", "3", *extra]
-        ref, proc = spawn(argv, node_dir / f"agent-{len(started)}.log")
-        agent = AgentProcess(name, ref, proc, node_dir / f"agent-{len(started)}.log", argv)
+        agent = launch_agent(zk_hosts, tmp_path, name, len(started), *extra)
         started.append(agent)
         if wait:
             wait_agent_running(client, agent)
         return agent
 
     yield start
-    terminate([a.ref for a in started], timeout=5)
-    for a in started:
+    stop_agents(started)
+
+
+def launch_agent(zk_hosts: str, base: Path, name: str, index: int,
+                 *extra: str) -> AgentProcess:
+    """One agent process on a test-driver hypervisor under `base/name` (not waited for)."""
+    node_dir = base / name
+    node_dir.mkdir(exist_ok=True)
+    xml = node_dir / "hypervisor.xml"
+    xml.write_text(TEST_NODE_XML.format(cpus=8, memory_kib=16 * 1024 * 1024))
+    argv = [sys.executable, "-m", "node_agent", "--name", name, "--zk", zk_hosts,
+            "--libvirt-uri", f"test://{xml}", "--console-log-dir", str(node_dir),
+            "--keepalive-interval", "1", "--shutdown-timeout", "3", *extra]
+    ref, proc = spawn(argv, node_dir / f"agent-{index}.log")
+    return AgentProcess(name, ref, proc, node_dir / f"agent-{index}.log", argv)
+
+
+def stop_agents(agents: list[AgentProcess]) -> None:
+    """End agent processes by PID."""
+    terminate([a.ref for a in agents], timeout=5)
+    for a in agents:
         a.proc.wait(timeout=5)
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kazoo.client import KazooClient
 
-from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.cluster import ClusterClient, OperationFailed, layout
 from pvc_tui.cluster.connection import wait_on_znode
-from pvc_tui.cluster.storage import StorageStatus
+from pvc_tui.cluster.storage import StorageStatus, parse_status
 from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
-from tests.conftest import AgentFactory, require
+from pvc_tui.sandbox.zookeeper import ZooKeeperServer
+from tests.conftest import AgentFactory, new_chroot, require
 
 
 @pytest.fixture
@@ -30,14 +34,15 @@ def wait_status(client: ClusterClient, check: Any, timeout: float, what: str) ->
     def on_data(data: bytes | None, stat: Any) -> StorageStatus | None:
         if data is None:
             return None
-        status = StorageStatus.from_record(layout.decode(data, layout.STORAGE_STATUS_FIELDS))
+        status = parse_status(data)
         return status if check(status) else None
 
     return wait_on_znode(client.zk, layout.STORAGE_STATUS, on_data, timeout, lambda: what)
 
 
-def pool(status: StorageStatus, name: str) -> dict[str, Any]:
-    return next((p for p in status.pools if p["name"] == name), {})
+def stored(status: StorageStatus, name: str) -> int:
+    pool = status.pool(name)
+    return pool.stored if pool else -1
 
 
 def test_one_primary_publishes_and_another_takes_over(
@@ -46,11 +51,13 @@ def test_one_primary_publishes_and_another_takes_over(
     import rbd
 
     agents = {name: start_agent(name, "--ceph-conf", str(ceph.conf)) for name in ("hv1", "hv2")}
-    first = wait_status(client, lambda s: s.health == "HEALTH_OK" and pool(s, "rbd"), 30,
+    first = wait_status(client, lambda s: s.health == "HEALTH_OK" and s.pool("rbd")
+                        and s.usage.get("num_osds") == 1, 30,
                         "no storage status with HEALTH_OK and the rbd pool")
     assert first.primary in agents and first.error == ""
-    assert [o["status"] for o in first.osds] == ["up"]
-    assert pool(first, "rbd")["size"] == 1 and first.usage["num_osds"] == 1
+    assert [(o.up, o.in_cluster) for o in first.osds] == [(True, True)]
+    rbd_pool = first.pool("rbd")
+    assert rbd_pool is not None and rbd_pool.size == 1 and first.usage["num_osds"] == 1
 
     # a write shows up in the pool's figures (the mgr reports every second)
     cluster = rados.Rados(conffile=str(ceph.conf))
@@ -63,7 +70,7 @@ def test_one_primary_publishes_and_another_takes_over(
     finally:
         cluster.shutdown()
     written = time.monotonic()
-    wait_status(client, lambda s: pool(s, "rbd").get("stored", 0) >= 4 << 20, 30,
+    wait_status(client, lambda s: stored(s, "rbd") >= 4 << 20, 30,
                 "the write never showed in the pool's stored bytes")
     print(f"write -> pool stats published: {time.monotonic() - written:.2f} s")
 
@@ -75,3 +82,55 @@ def test_one_primary_publishes_and_another_takes_over(
                         60, "no other agent took over as storage primary")
     print(f"primary killed -> {other} publishing: {time.monotonic() - killed:.2f} s")
     assert after.health == "HEALTH_OK", after.health_checks
+    # ... and executes the next request
+    volume = client.storage.volumes.add("rbd", "after-failover", 8 << 20)
+    assert volume.size == 8 << 20
+    assert "after-failover" in {v.name for v in client.storage.volumes.list("rbd")}
+
+
+def test_primary_dying_mid_request_fails_clearly(zk_server: ZooKeeperServer) -> None:
+    """The requester sees the claim vanish without a result: a clear failure, no hang.
+
+    The dying primary is a second real ZooKeeper session that claims the request exactly
+    as an agent does (one transaction) and then ends.
+    """
+    hosts = new_chroot(zk_server)
+    with ClusterClient.connect(hosts) as client:
+        client.zk.ensure_path(layout.STORAGE_REQUESTS)
+        client.zk.ensure_path(layout.STORAGE_CLAIMS)
+        outcome: dict[str, Any] = {}
+
+        def request() -> None:
+            try:
+                client.storage.volumes.add("rbd", "v1", 1 << 30)
+            except OperationFailed as exc:
+                outcome["error"] = str(exc)
+
+        thread = threading.Thread(target=request)
+        thread.start()
+        primary = KazooClient(hosts=hosts)
+        primary.start(timeout=10)
+        arrived = threading.Event()
+        children: list[str] = []
+
+        def on_children(event: object) -> None:
+            arrived.set()
+
+        while not (children := primary.get_children(layout.STORAGE_REQUESTS,
+                                                    watch=on_children)):
+            assert arrived.wait(10), "the request never arrived"
+            arrived.clear()
+        path = layout.storage_request_path(children[0])
+        data, stat = primary.get(path)
+        claimed = {**json.loads(data), "state": "claimed", "claimed_by": "hv9"}
+        txn = primary.transaction()
+        txn.set_data(path, layout.encode(claimed), version=stat.version)
+        txn.create(layout.storage_claim_path(children[0]), b"hv9", ephemeral=True)
+        assert not any(isinstance(r, Exception) for r in txn.commit())
+        killed = time.monotonic()
+        primary.stop()  # the session ends: its ephemeral claim goes
+        primary.close()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the requester hung"
+        assert "storage primary hv9 stopped while running it" in outcome["error"]
+        print(f"claim gone -> requester failed: {time.monotonic() - killed:.3f} s")

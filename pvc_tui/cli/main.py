@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from kazoo.exceptions import KazooException
 
-from pvc_tui.cli import commands, console_cmd, demo_cmd
+from pvc_tui.cli import commands, console_cmd, demo_cmd, storage_cmd
 from pvc_tui.cluster.errors import PvcError
 from pvc_tui.cluster.placement import SELECTORS
 from pvc_tui.cluster.text import printable
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="the node to place it on")
     _wait(p)
     p.set_defaults(run=commands.vm_move, move_kind="move")
+
+    storage_cmd.add_parser(sub, OneLineParser, _format, seconds)
 
     demo = sub.add_parser("demo", help="a local sandbox cluster (up, status, down); with "
                           "no action: up, then open the dashboard on it")

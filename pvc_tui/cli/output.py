@@ -12,14 +12,16 @@ from pvc_tui.cluster.models import VM, Node
 from pvc_tui.cluster.text import printable
 
 
-def print_json(data: Any, out: TextIO = sys.stdout) -> None:
+def print_json(data: Any, out: TextIO | None = None) -> None:
     """Pretty JSON (non-ASCII escaped, so no control character reaches a terminal)."""
+    out = out or sys.stdout
     out.write(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True) + "\n")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
-                out: TextIO = sys.stdout) -> None:
+                out: TextIO | None = None) -> None:
     """Left-aligned columns separated by two spaces."""
+    out = out or sys.stdout
     cells = [[printable(h) for h in headers]] + [[printable(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
@@ -44,8 +46,9 @@ def vm_row(v: VM) -> list[object]:
             v.vcpus, printable(v.failed_reason, 60) or "-"]
 
 
-def print_details(pairs: Sequence[tuple[str, object]], out: TextIO = sys.stdout) -> None:
+def print_details(pairs: Sequence[tuple[str, object]], out: TextIO | None = None) -> None:
     """`key: value` lines, aligned."""
+    out = out or sys.stdout
     width = max(len(k) for k, _ in pairs)
     for key, value in pairs:
         out.write(f"{key.rjust(width)}: {printable(value)}\n")

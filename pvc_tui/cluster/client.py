@@ -30,6 +30,7 @@ from pvc_tui.cluster.errors import (
 )
 from pvc_tui.cluster.layout import PowerState, RecordError, VMState
 from pvc_tui.cluster.models import VM, Node
+from pvc_tui.cluster.storage_api import StorageAPI
 
 MAX_CAS_ATTEMPTS = 20
 DEFAULT_WAIT_TIMEOUT = 120.0
@@ -41,6 +42,7 @@ class ClusterClient:
     def __init__(self, zk: KazooClient, hosts: str = "") -> None:
         self.zk = zk
         self.hosts = hosts
+        self.storage = StorageAPI(self)
 
     @classmethod
     def connect(cls, hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> ClusterClient:

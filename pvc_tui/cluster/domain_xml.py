@@ -174,3 +174,17 @@ def with_console_log(xml: str, console_log_dir: str) -> str:
         return xml
     log.set("file", wanted)
     return ET.tostring(root, encoding="unicode")
+
+
+def rbd_volumes(xml: str) -> list[tuple[str, str]]:
+    """(pool, volume) of every RBD disk (<source protocol='rbd' name='pool/volume'>)."""
+    try:
+        root = safe_fromstring(xml)
+    except (ET.ParseError, DefusedXmlException):
+        return []
+    volumes = []
+    for source in root.iterfind("devices/disk/source"):
+        if source.get("protocol") == "rbd" and "/" in (name := source.get("name", "")):
+            pool, _, volume = name.partition("/")
+            volumes.append((pool, volume.split("@", 1)[0]))
+    return volumes

@@ -23,6 +23,7 @@ import json
 import re
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote, unquote
 
 from pvc_tui.cluster.errors import PvcError
 
@@ -159,17 +160,58 @@ NODE_FIELDS: dict[str, Any] = {
 
 
 # Storage (Ceph): the primary agent, elected under STORAGE_ELECTION, publishes what
-# Ceph reports into STORAGE_STATUS.
+# Ceph reports into STORAGE_STATUS and one record per RBD volume under STORAGE_VOLUMES,
+# and executes the requests clients create under STORAGE_REQUESTS: it claims one by a
+# compare-and-set of the request together with an ephemeral STORAGE_CLAIMS/<id> (gone
+# if the primary dies), and writes the result and deletes the claim in one transaction.
 STORAGE = f"{ROOT}/storage"
 STORAGE_ELECTION = f"{STORAGE}/election"
 STORAGE_STATUS = f"{STORAGE}/status"
+STORAGE_VOLUMES = f"{STORAGE}/volumes"  # children: <pool>@<volume>, percent-encoded
+STORAGE_REQUESTS = f"{STORAGE}/requests"
+STORAGE_CLAIMS = f"{STORAGE}/claims"
+MAX_RESULT_BYTES = 900 * 1024  # a request's record with its result (znode limit 1 MiB)
+
+
+class RequestState(StrEnum):
+    """Life of a storage request."""
+
+    PENDING = "pending"  # written by the client
+    CLAIMED = "claimed"  # the primary is executing it
+    DONE = "done"  # `ok` says whether it succeeded; `result` or `error` says what came
+
+
+STORAGE_REQUEST_FIELDS: dict[str, Any] = {
+    "id": "",
+    "command": "",  # e.g. "volume.add" (pvc_tui/cluster/storage_commands.py)
+    "args": {},
+    "requested_by": "",  # host and pid of the client
+    "claim_timeout": 0.0,  # seconds the client waits for a claim before withdrawing
+    "state": RequestState.PENDING.value,
+    "claimed_by": "",  # the primary's node
+    "ok": False,
+    "error_kind": "",  # "invalid", "not_found", "exists" or "failed"
+    "error": "",
+    "result": None,
+    "finished_at": 0.0,
+}
+STORAGE_VOLUME_FIELDS: dict[str, Any] = {
+    "pool": "",
+    "name": "",
+    "size": 0,  # bytes
+    "used": 0,  # bytes allocated (whole objects), -1 if unknown
+    "parent": "",  # pool/volume@snapshot of a copy-on-write clone
+    "snapshots": [],  # {name, size, timestamp}
+}
 STORAGE_STATUS_FIELDS: dict[str, Any] = {
     "primary": "",  # the node whose agent wrote this
     "health": "",  # HEALTH_OK / HEALTH_WARN / HEALTH_ERR, or "" when Ceph is unreachable
     "health_checks": {},  # check name -> summary message
     "error": "",  # why Ceph could not be read, if it could not
     "usage": {},  # total_bytes, total_avail_bytes, total_used_raw_bytes, num_osds
-    "osds": [],  # {id, name, status, reweight, utilization, pgs, kb, kb_used}
+    "osds": [],  # {id, host, up, in_cluster, weight, reweight, utilization, pgs, kb,
+    #              kb_used}
+    "flags": [],  # OSD map flags set (noout, ...)
     "pools": [],  # {name, id, stored, objects, percent_used, max_avail, size, min_size,
     #               pg_num, read_bytes_sec, write_bytes_sec}
     "updated_at": 0.0,
@@ -204,6 +246,32 @@ def parse_alive(data: bytes | None) -> tuple[str, int]:
         return "", 0
 
 
+def volume_key(pool: str, volume: str) -> str:
+    """Znode name of a volume's record: `pool@volume`, each part percent-encoded."""
+    return f"{quote(pool, safe='')}@{quote(volume, safe='')}"
+
+
+def parse_volume_key(key: str) -> tuple[str, str]:
+    """(pool, volume) from a volume record's znode name."""
+    pool, _, volume = key.partition("@")
+    return unquote(pool), unquote(volume)
+
+
+def volume_path(pool: str, volume: str) -> str:
+    """Path of a published volume record."""
+    return f"{STORAGE_VOLUMES}/{volume_key(pool, volume)}"
+
+
+def storage_request_path(request_id: str) -> str:
+    """Path of a storage request."""
+    return f"{STORAGE_REQUESTS}/{request_id}"
+
+
+def storage_claim_path(request_id: str) -> str:
+    """Path of the ephemeral claim of a storage request by the primary."""
+    return f"{STORAGE_CLAIMS}/{request_id}"
+
+
 def vm_path(uuid: str) -> str:
     """Path of a VM's record."""
     return f"{VMS}/{uuid}"
@@ -219,23 +287,25 @@ def vm_name_path(name: str) -> str:
     return f"{VM_NAMES}/{name}"
 
 
-def encode(record: dict[str, Any], sort_keys: bool = True) -> bytes:
-    """Serialise a record; refuses anything over MAX_RECORD_BYTES.
+def encode(record: dict[str, Any], sort_keys: bool = True,
+           limit: int = MAX_RECORD_BYTES) -> bytes:
+    """Serialise a record; refuses anything over `limit` bytes.
 
     Keys are sorted (stable bytes for comparisons) unless `sort_keys` is False, for
     records written many times a second."""
     data = json.dumps(record, sort_keys=sort_keys, separators=(",", ":")).encode()
-    if len(data) > MAX_RECORD_BYTES:
-        raise RecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    if len(data) > limit:
+        raise RecordError(f"record of {len(data)} bytes exceeds {limit}")
     return data
 
 
-def decode(data: bytes | None, fields: dict[str, Any]) -> dict[str, Any]:
+def decode(data: bytes | None, fields: dict[str, Any],
+           limit: int = MAX_RECORD_BYTES) -> dict[str, Any]:
     """Parse a record, filling defaults for absent fields and checking types."""
     if data is None or data == b"":
         raise RecordError("empty record")
-    if len(data) > MAX_RECORD_BYTES:
-        raise RecordError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    if len(data) > limit:
+        raise RecordError(f"record of {len(data)} bytes exceeds {limit}")
     try:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
