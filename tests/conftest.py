@@ -20,6 +20,7 @@ from kazoo.client import KazooClient
 
 from pvc_tui.cluster import ClusterClient, layout
 from pvc_tui.cluster.connection import wait_on_znode
+from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.demo import TEST_NODE_XML
 from pvc_tui.sandbox.processes import ProcessRef, spawn, terminate
 from pvc_tui.sandbox.zookeeper import (
@@ -182,3 +183,31 @@ def desired_state(zk: KazooClient) -> dict[str, Any]:
             parsed = layout.decode(data, layout.NODE_FIELDS)
             out[path] = (parsed["domain_state"], parsed["domain_progress"])
     return out
+
+
+@dataclass
+class StorageCluster:
+    hosts: str
+    client: ClusterClient
+    ceph: CephCluster
+
+
+@pytest.fixture(scope="module")
+def storage(zk_server: ZooKeeperServer,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageCluster]:
+    """A real tiny Ceph and one primary agent (hv1) on a fresh chroot, for a module."""
+    require(ceph_unavailable_reason())
+    base = tmp_path_factory.mktemp("storage")
+    ceph = start_ceph(base / "ceph", osds=1)
+    hosts = new_chroot(zk_server)
+    client = ClusterClient.connect(hosts)
+    agent = launch_agent(hosts, base, "hv1", 0, "--ceph-conf", str(ceph.conf))
+    try:
+        wait_agent_running(client, agent)
+        wait_on_znode(client.zk, layout.STORAGE_STATUS, lambda d, s: bool(d) or None, 30,
+                      lambda: f"no storage primary:\n{agent.log_text()}")
+        yield StorageCluster(hosts, client, ceph)
+    finally:
+        stop_agents([agent])
+        client.close()
+        stop_ceph(ceph)

@@ -71,3 +71,39 @@ def seed_cluster(client: ClusterClient) -> None:
                                    "node": node, "cpu_time_ns": 12_500_000_000})
 
         client.update_vm(uid, mutate)
+
+
+def seed_storage(client: ClusterClient) -> None:
+    """Storage records as a primary publishes them (fixed values: deterministic)."""
+    gib = 1 << 30
+    pools = [
+        {"name": "rbd", "id": 1, "stored": 412 * (1 << 20), "objects": 106,
+         "percent_used": 0.0402, "max_avail": 9 * gib, "size": 3, "min_size": 2,
+         "pg_num": 64, "read_bytes_sec": 0, "write_bytes_sec": 1 << 20},
+        {"name": "vms-fast", "id": 2, "stored": 7 * gib, "objects": 1800,
+         "percent_used": 0.78, "max_avail": 2 * gib, "size": 3, "min_size": 2,
+         "pg_num": 128, "read_bytes_sec": 25 << 20, "write_bytes_sec": 3 << 20},
+        {"name": "backup", "id": 3, "stored": 19 * gib, "objects": 5000,
+         "percent_used": 0.93, "max_avail": gib // 2, "size": 2, "min_size": 1,
+         "pg_num": 32, "read_bytes_sec": 0, "write_bytes_sec": 0},
+    ]
+    osds = [{"id": i, "host": f"hv{i % 3 + 1}", "up": i != 4, "in_cluster": i != 4,
+             "weight": 0.0098, "reweight": 1.0 if i != 4 else 0.0,
+             "utilization": 35.0 + 9 * i, "pgs": 70 + i, "kb": 10 << 20,
+             "kb_used": (35 + 9 * i) * (10 << 20) // 100} for i in range(6)]
+    status = {**layout.STORAGE_STATUS_FIELDS, "primary": "hv1", "health": "HEALTH_WARN",
+              "health_checks": {"OSD_DOWN": "1 osds down"}, "flags": ["noout"],
+              "usage": {"total_bytes": 60 * gib, "total_used_raw_bytes": 27 * gib,
+                        "total_avail_bytes": 33 * gib, "num_osds": 6},
+              "osds": osds, "pools": pools, "updated_at": 1_700_000_000.0}
+    client.zk.create(layout.STORAGE_STATUS, layout.encode(status), makepath=True)
+    volumes = [("rbd", "web1-disk0", 10 * gib, 3 * gib, "", ["base"]),
+               ("rbd", "db1-disk0", 40 * gib, -1, "", []),
+               ("rbd", "web2-disk0", 10 * gib, 512 << 20, "rbd/web1-disk0@base", []),
+               ("vms-fast", "cache1-disk0", 20 * gib, 7 * gib, "", ["daily", "weekly"])]
+    for pool, name, size, used, parent, snaps in volumes:
+        record = {"pool": pool, "name": name, "size": size, "used": used, "parent": parent,
+                  "snapshots": [{"name": s, "size": size, "timestamp": 1_700_000_000.0}
+                                for s in snaps]}
+        client.zk.create(layout.volume_path(pool, name), layout.encode(record),
+                         makepath=True)

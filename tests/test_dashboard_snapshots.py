@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 
 from pvc_tui.cluster import ClusterClient
 from pvc_tui.tui.app import Dashboard
-from tests.dashboard_helpers import seed_cluster, until
+from tests.dashboard_helpers import seed_cluster, seed_storage, until
 
 SIZE = (130, 32)
 SnapCompare = Callable[..., bool]
@@ -103,3 +103,38 @@ def test_node_detail(snap_compare: SnapCompare, seeded: ClusterClient,
 
     assert snap_compare(Dashboard(zk_hosts), terminal_size=SIZE,
                         run_before=prepare("1", "enter", then=on_hv3))
+
+
+@pytest.fixture
+def seeded_storage(seeded: ClusterClient) -> ClusterClient:
+    seed_storage(seeded)
+    return seeded
+
+
+def test_pool_view(snap_compare: SnapCompare, seeded_storage: ClusterClient,
+                   zk_hosts: str) -> None:
+    """Pools with usage bars (green, yellow past 70 %, red past 85 %); health and the
+    noout flag in the header."""
+    assert snap_compare(Dashboard(zk_hosts), terminal_size=SIZE, run_before=prepare("3"))
+
+
+def test_volume_view(snap_compare: SnapCompare, seeded_storage: ClusterClient,
+                     zk_hosts: str) -> None:
+    """Volumes with used space, snapshots and a clone's parent."""
+    assert snap_compare(Dashboard(zk_hosts), terminal_size=SIZE, run_before=prepare("4"))
+
+
+def test_osd_view(snap_compare: SnapCompare, seeded_storage: ClusterClient,
+                  zk_hosts: str) -> None:
+    """OSDs: one down and out."""
+    assert snap_compare(Dashboard(zk_hosts), terminal_size=SIZE, run_before=prepare("5"))
+
+
+def test_volume_remove_confirmation(snap_compare: SnapCompare, seeded_storage: ClusterClient,
+                                    zk_hosts: str) -> None:
+    """Removing a volume asks for its name to be typed."""
+    def on_db1_disk(app: Dashboard) -> None:
+        app.volume_table.move_to("rbd/db1-disk0")
+
+    assert snap_compare(Dashboard(zk_hosts), terminal_size=SIZE,
+                        run_before=prepare("4", "D", then=on_db1_disk))

@@ -7,7 +7,8 @@ test); each command is a real request through ZooKeeper to the primary.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import queue
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,46 +16,11 @@ from typing import Any
 import pytest
 
 from pvc_tui.cli.main import main
-from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.cluster import ClusterClient, ClusterStore, StoreChange, layout
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.cluster.storage import read_volumes
-from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.zookeeper import ZooKeeperServer
-from tests.conftest import (
-    launch_agent,
-    new_chroot,
-    require,
-    stop_agents,
-    vm_xml,
-    wait_agent_running,
-)
-
-
-@dataclass
-class StorageCluster:
-    hosts: str
-    client: ClusterClient
-    ceph: CephCluster
-
-
-@pytest.fixture(scope="module")
-def storage(zk_server: ZooKeeperServer,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageCluster]:
-    require(ceph_unavailable_reason())
-    base = tmp_path_factory.mktemp("storage")
-    ceph = start_ceph(base / "ceph", osds=1)
-    hosts = new_chroot(zk_server)
-    client = ClusterClient.connect(hosts)
-    agent = launch_agent(hosts, base, "hv1", 0, "--ceph-conf", str(ceph.conf))
-    try:
-        wait_agent_running(client, agent)
-        wait_on_znode(client.zk, layout.STORAGE_STATUS, lambda d, s: bool(d) or None, 30,
-                      lambda: f"no storage primary:\n{agent.log_text()}")
-        yield StorageCluster(hosts, client, ceph)
-    finally:
-        stop_agents([agent])
-        client.close()
-        stop_ceph(ceph)
+from tests.conftest import StorageCluster, new_chroot, vm_xml
 
 
 @dataclass
@@ -258,3 +224,29 @@ def test_unclaimed_request_fails_clearly_and_is_withdrawn(
     assert rc == 1 and "no storage primary took the request within 0.5 s" in err
     with ClusterClient.connect(hosts) as client:
         assert client.zk.get_children(layout.STORAGE_REQUESTS) == []
+
+
+def test_store_follows_storage(storage: StorageCluster) -> None:
+    """The dashboard's data: status and volumes arrive through watches, changes as diffs."""
+    changes: queue.SimpleQueue[StoreChange] = queue.SimpleQueue()
+    store = ClusterStore(storage.client.zk)
+    store.subscribe(changes.put)
+    store.start()
+    try:
+        status = store.snapshot().storage
+        assert status is not None and status.health == "HEALTH_OK"
+        storage.client.storage.volumes.add("rbd", "watched", 4 << 20)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            change = changes.get(timeout=max(0.0, deadline - time.monotonic()))
+            if change.kind == "volume" and change.new is not None \
+                    and change.new.name == "watched":
+                break
+        assert store.snapshot().volumes[layout.volume_key("rbd", "watched")].size == 4 << 20
+        storage.client.storage.volumes.remove("rbd", "watched")
+        while True:
+            change = changes.get(timeout=10)
+            if change.kind == "volume" and change.new is None and "watched" in change.key:
+                break
+    finally:
+        store.stop()

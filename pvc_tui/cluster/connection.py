@@ -67,7 +67,8 @@ def ensure_schema(zk: KazooClient) -> int:
 
     A cluster written by a newer schema is refused for writing with a clear error.
     """
-    for path in (layout.NODES, layout.VMS, layout.VM_NAMES, layout.CONSOLES):
+    for path in (layout.NODES, layout.VMS, layout.VM_NAMES, layout.CONSOLES,
+                 layout.STORAGE_VOLUMES, layout.STORAGE_REQUESTS, layout.STORAGE_CLAIMS):
         zk.ensure_path(path)
     for path, value in ((layout.SCHEMA_VERSION_PATH, str(layout.SCHEMA_VERSION)),
                         (layout.CLUSTER_ID_PATH, uuid.uuid4().hex)):

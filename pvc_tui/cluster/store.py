@@ -1,7 +1,8 @@
 """A watch-driven, always-current snapshot of the cluster, emitting diffs.
 
 `ClusterStore` follows every node record, node liveness znode and VM record (plus the
-two child lists) with one-shot ZooKeeper watches, set by the same async reads that
+two child lists), the storage status and every published volume record with one-shot
+ZooKeeper watches, set by the same async reads that
 fetch the data. Reads are pipelined (up to WINDOW on the wire), so the first picture
 does not cost one round trip per record; an update costs one read of that record.
 kazoo drops every watch whenever its connection drops, so after each reconnection
@@ -37,6 +38,7 @@ from kazoo.exceptions import (
 from pvc_tui.cluster import layout
 from pvc_tui.cluster.errors import ClusterUnavailable
 from pvc_tui.cluster.models import VM, Node
+from pvc_tui.cluster.storage import StorageStatus, Volume, parse_status, parse_volume
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ _STATES = {KazooState.CONNECTED: "connected", KazooState.SUSPENDED: "reconnectin
 class StoreChange:
     """One diff: a record appeared (old None), changed, or vanished (new None)."""
 
-    kind: Literal["node", "vm", "invalid", "connection"]
+    kind: Literal["node", "vm", "invalid", "connection", "storage", "volume"]
     key: str
     old: Any
     new: Any
@@ -77,6 +79,10 @@ class ClusterSnapshot:
         default_factory=lambda: MappingProxyType({})
     )
     connection: str = "connected"
+    storage: StorageStatus | None = None  # None until a storage primary has published
+    volumes: MappingProxyType[str, Volume] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 Listener = Callable[[StoreChange], None]
@@ -85,12 +91,16 @@ _Message = tuple[str, str, int, Any]
 
 
 def _parse(path: str) -> tuple[str, str]:
-    """What a watched path is: ("list"|"node"|"alive"|"vm", name), or ("", "")."""
-    if path in (layout.NODES, layout.VMS):
+    """What a watched path is: ("list"|"node"|"alive"|"vm"|"storage"|"volume", name)."""
+    if path in (layout.NODES, layout.VMS, layout.STORAGE_VOLUMES):
         return "list", path
+    if path == layout.STORAGE_STATUS:
+        return "storage", "status"
     parent, _, name = path.rpartition("/")
     if parent == layout.VMS:
         return "vm", name
+    if parent == layout.STORAGE_VOLUMES:
+        return "volume", name
     if parent == layout.NODES:
         return "node", name
     node = parent.rpartition("/")[2]
@@ -110,10 +120,13 @@ class ClusterStore:
         self._node_alive: dict[str, bool] = {}
         self._vms: dict[str, VM] = {}
         self._invalid: dict[str, InvalidRecord] = {}
+        self._storage: dict[str, StorageStatus] = {}  # "status" -> the published status
+        self._volumes: dict[str, Volume] = {}
         self._connection = "connected" if zk.connected else "lost"
         # store thread only:
         self._node_names: set[str] = set()  # listed, and not seen gone since
         self._vm_uuids: set[str] = set()
+        self._volume_keys: set[str] = set()
         self._inflight: dict[str, int] = {}  # path -> ticket of its latest read
         self._retry: set[str] = set()  # reads failed while disconnected
         self._tickets = itertools.count(1)
@@ -161,6 +174,8 @@ class ClusterStore:
                 vms=MappingProxyType(dict(self._vms)),
                 invalid=MappingProxyType(dict(self._invalid)),
                 connection=self._connection,
+                storage=self._storage.get("status"),
+                volumes=MappingProxyType(dict(self._volumes)),
             )
 
     # ---- kazoo's threads: only queue work for the store thread --------------------
@@ -199,13 +214,15 @@ class ClusterStore:
         """Re-list and re-read everything (new watches), e.g. after a reconnection."""
         self._retry.clear()
         self._issued.clear()  # all failed with the old connection
-        for path in (layout.NODES, layout.VMS):
+        for path in (layout.NODES, layout.VMS, layout.STORAGE_STATUS, layout.STORAGE_VOLUMES):
             self._read(path)
         for name in self._node_names:
             self._read(layout.node_alive_path(name))
             self._read(layout.node_path(name))
         for uuid in self._vm_uuids:
             self._read(layout.vm_path(uuid))
+        for key in self._volume_keys:
+            self._read(f"{layout.STORAGE_VOLUMES}/{key}")
 
     def _read(self, path: str) -> None:
         """Queue an async read that also sets a watch; only its result counts."""
@@ -234,9 +251,24 @@ class ClusterStore:
 
     def _on_event(self, path: str) -> None:
         what, name = _parse(path)
-        if (what == "list" or (what in ("node", "alive") and name in self._node_names)
-                or (what == "vm" and name in self._vm_uuids)):
+        if (what in ("list", "storage")
+                or (what in ("node", "alive") and name in self._node_names)
+                or (what == "vm" and name in self._vm_uuids)
+                or (what == "volume" and name in self._volume_keys)):
             self._read(path)
+
+    def _watch_creation(self, path: str) -> None:
+        """A read found no znode (and so left no watch): watch for its creation."""
+        result = self._zk.exists_async(path, watch=self._on_watch)
+        result.rawlink(functools.partial(self._on_exists, path))
+
+    def _on_exists(self, path: str, result: Any) -> None:
+        try:
+            created = result.get_nowait() is not None
+        except Exception:  # the reconnection's re-read covers it
+            return
+        if created and not self._stopped:  # created between our read and this check
+            self._queue.put(("watch", path, 0, None))
 
     def _on_result(self, path: str, ticket: int, result: Any) -> None:
         self._issued.discard(ticket)
@@ -248,6 +280,8 @@ class ClusterStore:
             value = result.get_nowait()
         except NoNodeError:
             self._apply(path, None)
+            if _parse(path)[0] in ("storage", "list"):
+                self._watch_creation(path)
         except _TRANSIENT:
             if self._connection == "connected":
                 self._read(path)
@@ -255,7 +289,7 @@ class ClusterStore:
                 self._retry.add(path)  # _resync reads it again on reconnection
         except Exception as exc:  # e.g. refused by an ACL: say so, do not retry
             log.warning("cluster store: cannot read %s: %r", path, exc)
-            if _parse(path)[0] in ("node", "vm"):
+            if _parse(path)[0] in ("node", "vm", "storage", "volume"):
                 self._set("invalid", path, InvalidRecord(path, f"cannot read: {exc!r}"),
                           self._invalid)
         else:
@@ -274,6 +308,10 @@ class ClusterStore:
             self._apply_node(name, value)
         elif what == "vm":
             self._apply_vm(name, value)
+        elif what == "storage":
+            self._apply_storage(path, value)
+        elif what == "volume":
+            self._apply_volume(name, value)
 
     def _on_connection(self, state: str) -> None:
         new = _STATES.get(state, str(state).lower())
@@ -293,6 +331,12 @@ class ClusterStore:
                 self._read(layout.node_path(name))
             for name in self._node_names - listed:
                 self._drop_node(name)
+        elif path == layout.STORAGE_VOLUMES:
+            for key in listed - self._volume_keys:
+                self._volume_keys.add(key)
+                self._read(f"{path}/{key}")
+            for key in self._volume_keys - listed:
+                self._drop_volume(key)
         else:
             for uuid in listed - self._vm_uuids:
                 self._vm_uuids.add(uuid)
@@ -363,7 +407,40 @@ class ClusterStore:
         self._set("invalid", path, None, self._invalid)
         self._set("vm", uuid, vm, self._vms)
 
-    def _set(self, kind: Literal["node", "vm", "invalid"], key: str, new: Any,
+    def _drop_volume(self, key: str) -> None:
+        path = f"{layout.STORAGE_VOLUMES}/{key}"
+        self._volume_keys.discard(key)
+        self._forget(path)
+        self._set("volume", key, None, self._volumes)
+        self._set("invalid", path, None, self._invalid)
+
+    def _apply_storage(self, path: str, value: tuple[bytes, Any] | None) -> None:
+        status = None
+        if value is not None:
+            try:
+                status = parse_status(value[0])
+            except layout.RecordError as exc:
+                self._set("invalid", path, InvalidRecord(path, str(exc)), self._invalid)
+                return
+        self._set("invalid", path, None, self._invalid)
+        self._set("storage", "status", status, self._storage)
+
+    def _apply_volume(self, key: str, value: tuple[bytes, Any] | None) -> None:
+        if value is None:
+            self._drop_volume(key)
+            return
+        path = f"{layout.STORAGE_VOLUMES}/{key}"
+        try:
+            volume = parse_volume(value[0])
+        except layout.RecordError as exc:
+            self._set("invalid", path, InvalidRecord(path, str(exc)), self._invalid)
+            self._set("volume", key, None, self._volumes)
+            return
+        self._set("invalid", path, None, self._invalid)
+        self._set("volume", key, volume, self._volumes)
+
+    def _set(self, kind: Literal["node", "vm", "invalid", "storage", "volume"], key: str,
+             new: Any,
              table: dict[str, Any]) -> None:
         with self._lock:
             old = table.get(key)

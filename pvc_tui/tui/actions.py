@@ -178,11 +178,12 @@ class DashboardActions:
         def answered(ok: bool | None) -> None:
             if ok:
                 self.app.notify(f"{title.rstrip('?')}: requested", markup=False)
-                self._run_calls(calls)
+                self.run_calls(calls)
 
         self.app.push_screen(ConfirmScreen(title, detail, label), answered)
 
-    def _run_calls(self, calls: list[tuple[str, Call]]) -> None:
+    def run_calls(self, calls: list[tuple[str, Call]]) -> None:
+        """Run the calls one after another in a thread worker; report the outcome."""
         self.app.run_worker(partial(self._calls_worker, calls), thread=True,
                             exit_on_error=False, group="actions")
 

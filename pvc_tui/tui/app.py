@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from pvc_tui.cluster import ClusterClient
 from pvc_tui.cluster.errors import ClusterUnavailable, PvcError
+from pvc_tui.cluster.storage import StorageStatus
 from pvc_tui.cluster.store import ClusterStore
 from pvc_tui.cluster.text import printable
 from pvc_tui.tui.actions import MUTATING, DashboardActions
@@ -39,9 +40,19 @@ from pvc_tui.tui.header import ClusterHeader, HeaderFacts
 from pvc_tui.tui.messages import ActionFinished, ClusterChanged, Connected, ConnectFailed
 from pvc_tui.tui.palette import DashboardCommands
 from pvc_tui.tui.query import make_filter, parse_command
-from pvc_tui.tui.views import NodeTable, VMTable
+from pvc_tui.tui.storage_actions import STORAGE_ACTIONS, StorageActions
+from pvc_tui.tui.storage_columns import health_text
+from pvc_tui.tui.storage_views import (
+    OsdTable,
+    PoolTable,
+    VolumeTable,
+    apply_status,
+    apply_volumes,
+)
+from pvc_tui.tui.views import NodeTable, View, VMTable
 
 log = logging.getLogger("pvc_tui.dashboard")
+_STORAGE_MUTATING = frozenset(a.name for a in STORAGE_ACTIONS)
 RETRY_SECONDS = 2.0
 
 
@@ -54,7 +65,9 @@ class Dashboard(App[int]):
     BINDINGS = [
         Binding("1", "show_view('nodes')", "Nodes"),
         Binding("2", "show_view('vms')", "VMs"),
-        Binding("3", "show_view('storage')", "Storage", show=False),
+        Binding("3", "show_view('pools')", "Storage"),
+        Binding("4", "show_view('volumes')", "Volumes", show=False),
+        Binding("5", "show_view('osds')", "OSDs", show=False),
         Binding("colon", "command_line", "Command"),
         Binding("slash", "filter", "Filter"),
         Binding("p", "toggle_pause", "Pause"),
@@ -81,9 +94,17 @@ class Dashboard(App[int]):
         self._quitting = threading.Event()
         self.loaded_at: float | None = None  # monotonic time the first full tables showed
         self.actions = DashboardActions(self)
+        self.storage_actions = StorageActions(self)
+        self.storage_status: StorageStatus | None = None
         # the main screen's widgets, reachable while another screen is on top
         self.node_table = NodeTable(id="nodes")
         self.vm_table = VMTable(id="vms")
+        self.pool_table = PoolTable(id="pools")
+        self.volume_table = VolumeTable(id="volumes")
+        self.osd_table = OsdTable(id="osds")
+        self.views: dict[str, View] = {"nodes": self.node_table, "vms": self.vm_table,
+                                       "pools": self.pool_table,
+                                       "volumes": self.volume_table, "osds": self.osd_table}
         self.console_pane = ConsolePane(id="console")
 
     # ---- layout -----------------------------------------------------------------------
@@ -93,10 +114,7 @@ class Dashboard(App[int]):
         yield Static(id="banner")
         with Horizontal(id="main"):
             with ContentSwitcher(id="views", initial="vms"):
-                yield self.node_table
-                yield self.vm_table
-                yield Static(Text("Storage views arrive with the Ceph integration.",
-                                  style="dim"), id="storage")
+                yield from self.views.values()
             yield self.console_pane
         yield Input(id="command", placeholder=":vm node=hv1 /web   (enter, escape)")
         yield Input(id="filter", placeholder="/regex  (!regex inverts; enter, escape)")
@@ -148,6 +166,8 @@ class Dashboard(App[int]):
         with self.batch_update():
             self.node_table.replace_all(dict(snap.nodes))
             self.vm_table.replace_all(dict(snap.vms))
+            self.volume_table.replace_all({v.key: v for v in snap.volumes.values()})
+            self._storage_changed(snap.storage)
         self.invalid = dict(snap.invalid)
         self.facts.connection = snap.connection
         self.facts.stale_since = None if snap.connection == "connected" else time.monotonic()
@@ -175,6 +195,9 @@ class Dashboard(App[int]):
         with self.batch_update():
             self.node_table.apply((c.key, c.new) for c in pending.of_kind("node"))
             self.vm_table.apply((c.key, c.new) for c in pending.of_kind("vm"))
+            apply_volumes(self.volume_table, pending.of_kind("volume"))
+            for change in pending.of_kind("storage"):
+                self._storage_changed(change.new)
         self._show_header()
         if isinstance(self.screen, DetailScreen):
             self.screen.show(self.vm_table.items, self.node_table.items)
@@ -191,6 +214,17 @@ class Dashboard(App[int]):
             self._banner(f"ZooKeeper {state}: data is stale and actions are disabled "
                          "until it returns", "error")
         self.refresh_bindings()
+
+    def _storage_changed(self, status: StorageStatus | None) -> None:
+        self.storage_status = status
+        apply_status(self.pool_table, self.osd_table, status)
+        self.facts.storage = None if status is None else health_text(
+            status.health or ("unreachable" if status.error else ""), status.flags)
+        problems = ("; ".join(f"{name}: {text}" for name, text in
+                              sorted(status.health_checks.items())) or status.error
+                    if status is not None else "no storage primary has published yet")
+        for table in (self.pool_table, self.osd_table):
+            table.border_title = Content(printable(problems, 300))
 
     def _show_header(self) -> None:
         self.facts.node_states = Counter(n.daemon_state for n in self.node_table.items.values())
@@ -214,16 +248,14 @@ class Dashboard(App[int]):
     # ---- views, filter, sort, pause ---------------------------------------------------
 
     def action_show_view(self, view: str) -> None:
-        """Switch to the `nodes`, `vms` (or future `storage`) view."""
+        """Switch to the `nodes`, `vms`, `pools`, `volumes` or `osds` view."""
         self.main_screen.query_one(ContentSwitcher).current = view
-        if view != "storage":
-            self.main_screen.query_one(f"#{view}").focus()
+        self.views[view].focus()
 
     @property
-    def current_table(self) -> NodeTable | VMTable:
-        """The table in view (the VM table while storage is shown)."""
-        return self.node_table if self.main_screen.query_one(ContentSwitcher).current == "nodes" \
-            else self.vm_table
+    def current_table(self) -> View:
+        """The table in view."""
+        return self.views[self.main_screen.query_one(ContentSwitcher).current or "vms"]
 
     def action_command_line(self) -> None:
         """Open the `:` command line."""
@@ -303,7 +335,7 @@ class Dashboard(App[int]):
         """The detail screen of the record under the cursor."""
         table = self.current_table
         key = table.current_key
-        if key is None:
+        if key is None or table not in (self.vm_table, self.node_table):
             return
         screen: DetailScreen = (VMDetailScreen(key, self.client) if table is self.vm_table
                                 else NodeDetailScreen(key))
@@ -343,6 +375,10 @@ class Dashboard(App[int]):
         """A node action on the node under the cursor."""
         self.actions.node_action(name)
 
+    def storage_action(self, name: str) -> None:
+        """A storage action (pools, volumes, snapshots, OSDs) on the row under the cursor."""
+        self.storage_actions.run(name)
+
     def allows(self, action: str) -> bool:
         """Whether a mutating action may run now (and say why not)."""
         if self.readonly:
@@ -354,7 +390,7 @@ class Dashboard(App[int]):
         return True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MUTATING:
+        if action in MUTATING or action in _STORAGE_MUTATING:
             if self.readonly:
                 return False
             return None if self.facts.connection != "connected" else True

@@ -103,5 +103,6 @@ NODE_FIELDS: Mapping[str, Callable[[Node], str]] = {
 }
 FILTER_FIELDS: Mapping[str, tuple[str, ...]] = {
     "vms": tuple(VM_FIELDS), "nodes": tuple(NODE_FIELDS),
+    "pools": ("name",), "volumes": ("name", "pool"), "osds": ("host", "up", "in"),
 }
 

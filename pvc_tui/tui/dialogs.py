@@ -1,4 +1,5 @@
-"""Modal dialogs: confirm (Cancel focused), type-the-name confirm, and target picker.
+"""Modal dialogs: confirm (Cancel focused), type-the-name confirm, target picker, prompt
+and choice.
 
 Every text shown here may come from the cluster: it is given as `Text`/`Content`,
 never as markup.
@@ -6,6 +7,7 @@ never as markup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -145,6 +147,111 @@ class TargetPicker(ModalScreen[str | None]):
     @on(OptionList.OptionSelected, "#targets")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        """Close without choosing."""
+        self.dismiss(None)
+
+
+@dataclass(frozen=True)
+class PromptField:
+    """One input of a prompt: its label, a placeholder and a starting value."""
+
+    label: str
+    placeholder: str = ""
+    value: str = ""
+
+
+class PromptScreen(ModalScreen[list[str] | None]):
+    """Ask for one or more values; `check` turns them into an error line or None.
+
+    Enter in the last field (or OK) submits; a bad value shows its one-line error and
+    keeps the dialog open; Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, fields: list[PromptField],
+                 check: Callable[[list[str]], str | None], confirm_label: str = "OK",
+                 detail: str = "") -> None:
+        super().__init__(classes="dialog-screen")
+        self._title, self._fields, self._check = title, fields, check
+        self._confirm_label, self._detail = confirm_label, detail
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog picker"):
+            yield Label(Text(printable(self._title, 300), style="bold"), classes="dialog-title")
+            if self._detail:
+                yield Label(safe_lines(self._detail), classes="dialog-detail")
+            for index, f in enumerate(self._fields):
+                yield Label(Text(printable(f.label, 100)))
+                yield Input(value=f.value, placeholder=f.placeholder, id=f"field-{index}",
+                            classes="prompt-field")
+            yield Label("", id="prompt-error", classes="prompt-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self._confirm_label, id="confirm", variant="warning")
+
+    def on_mount(self) -> None:
+        self.query_one("#field-0", Input).focus()
+
+    def _values(self) -> list[str]:
+        return [self.query_one(f"#field-{i}", Input).value.strip()
+                for i in range(len(self._fields))]
+
+    def _submit(self) -> None:
+        values = self._values()
+        error = self._check(values)
+        if error:
+            self.query_one("#prompt-error", Label).update(Text(printable(error, 200),
+                                                               style="bold red"))
+            return
+        self.dismiss(values)
+
+    @on(Input.Submitted)
+    def _entered(self, event: Input.Submitted) -> None:
+        index = int(str(event.input.id).rpartition("-")[2])
+        if index + 1 < len(self._fields):
+            self.query_one(f"#field-{index + 1}", Input).focus()
+        else:
+            self._submit()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "confirm":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        """Close without acting."""
+        self.dismiss(None)
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """Pick one of a few named choices (snapshots, flags); escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, choices: list[tuple[str, str]]) -> None:
+        super().__init__(classes="dialog-screen")
+        self._title = title
+        self._choices = choices  # (value, description)
+
+    def compose(self) -> ComposeResult:
+        options = [Option(Text.assemble((printable(value, 60).ljust(16), "bold"), "  ",
+                                        printable(text, 100)), id=f"choice-{i}")
+                   for i, (value, text) in enumerate(self._choices)]
+        with Vertical(classes="dialog picker"):
+            yield Label(Text(printable(self._title, 300), style="bold"), classes="dialog-title")
+            yield OptionList(*options, id="targets")
+            yield Label(Text("enter: choose   escape: cancel", style="dim"))
+
+    def on_mount(self) -> None:
+        self.query_one("#targets", OptionList).focus()
+
+    @on(OptionList.OptionSelected, "#targets")
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self._choices[int(str(event.option.id).rpartition("-")[2])][0])
 
     def action_cancel(self) -> None:
         """Close without choosing."""

@@ -27,6 +27,7 @@ class HeaderFacts:
     vm_states: Counter[str] = field(default_factory=Counter)
     invalid: int = 0
     readonly: bool = False
+    storage: Text | None = None  # Ceph's health, once a storage primary has published
 
 
 def _counts(label: str, states: Counter[str]) -> Text:
@@ -54,6 +55,9 @@ def render_header(facts: HeaderFacts, now: float | None = None) -> Text:
         text.append("  data live", style="green")
     else:
         text.append(f"  data stale {now - facts.stale_since:.0f}s", style="bold red")
+    if facts.storage is not None:
+        text.append("  ")
+        text.append_text(facts.storage)
     text.append("  │  ")
     text.append_text(_counts("nodes", facts.node_states))
     text.append("  ")

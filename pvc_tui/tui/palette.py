@@ -17,10 +17,15 @@ Entry = tuple[str, str, Callable[[], object]]
 def palette_entries(app: Dashboard) -> list[Entry]:
     """(name, help, callback) for every view and action this dashboard allows."""
     from pvc_tui.tui.actions import NODE_ACTIONS, VM_ACTIONS
+    from pvc_tui.tui.storage_actions import STORAGE_ACTIONS
 
     entries: list[Entry] = [
         ("Show nodes", "the node view (1)", partial(app.action_show_view, "nodes")),
         ("Show VMs", "the VM view (2)", partial(app.action_show_view, "vms")),
+        ("Show storage pools", "pools with usage (3)", partial(app.action_show_view, "pools")),
+        ("Show volumes", "RBD volumes and snapshots (4)",
+         partial(app.action_show_view, "volumes")),
+        ("Show OSDs", "OSDs and their use (5)", partial(app.action_show_view, "osds")),
         ("Filter rows", "regular expression, ! inverts (/)", app.action_filter),
         ("Command line", ":vm node=hv1 /web (:)", app.action_command_line),
         ("Pause or resume live updates", "(p)", app.action_toggle_pause),
@@ -34,7 +39,17 @@ def palette_entries(app: Dashboard) -> list[Entry]:
                      partial(app.vm_action, a.name)) for a in VM_ACTIONS]
         entries += [(f"Node: {a.title}", f"the selected node ({a.key})",
                      partial(app.node_action, a.name)) for a in NODE_ACTIONS]
+        entries += [(f"Storage: {a.title}" + ("" if a.title.lower().endswith(a.target)
+                                              else f" ({a.target})"),
+                     f"the selected {a.target} ({a.key} in the {a.target} view)",
+                     partial(_storage, app, a.name, a.target)) for a in STORAGE_ACTIONS]
     return entries
+
+
+def _storage(app: Dashboard, name: str, target: str) -> None:
+    """A storage action from the palette: its view first, so the cursor row is the target."""
+    app.action_show_view({"pool": "pools", "volume": "volumes", "osd": "osds"}[target])
+    app.storage_action(name)
 
 
 class DashboardCommands(Provider):

@@ -15,6 +15,8 @@ from pvc_tui.cluster.errors import InvalidRequest
 
 VIEW_ALIASES: Mapping[str, str] = {
     "vm": "vms", "vms": "vms", "node": "nodes", "nodes": "nodes", "no": "nodes",
+    "pool": "pools", "pools": "pools", "volume": "volumes", "volumes": "volumes",
+    "vol": "volumes", "osd": "osds", "osds": "osds",
 }
 MAX_PATTERN_CHARS = 200
 
@@ -85,7 +87,8 @@ def parse_command(line: str, field_names: Mapping[str, tuple[str, ...]]) -> View
         raise InvalidRequest("empty command: try :vm, :node, :vm node=hv1 or :vm /web")
     view = VIEW_ALIASES.get(words[0].lower())
     if view is None:
-        raise InvalidRequest(f"unknown view {words[0]!r}: try :vm or :node")
+        raise InvalidRequest(f"unknown view {words[0]!r}: try :vm, :node, :pool, :volume "
+                             "or :osd")
     fields: list[tuple[str, str]] = []
     pattern_text = ""
     for word in words[1:]:

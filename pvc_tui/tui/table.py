@@ -292,10 +292,15 @@ class ResourceTable(ScrollView, can_focus=True):
             segments = [Segment(" ", None), Segment(mark.plain, Style.parse(str(mark.style))
                                                     if mark.style else None)]
             for column, cell in zip(self.columns_spec, self._cells[key], strict=True):
-                text = cell.plain if len(cell.plain) <= column.width else (
-                    cell.plain[: column.width - 1] + "…")
-                style = Style.parse(str(cell.style)) if cell.style else None
-                segments.append(Segment(set_cell_size(text, column.width), style))
+                if cell.spans:  # several styles in one cell (a usage bar): rich renders it
+                    fitted = cell.copy()
+                    fitted.truncate(column.width, overflow="ellipsis", pad=True)
+                    segments.extend(fitted.render(self.app.console, end=""))
+                else:
+                    text = cell.plain if len(cell.plain) <= column.width else (
+                        cell.plain[: column.width - 1] + "…")
+                    style = Style.parse(str(cell.style)) if cell.style else None
+                    segments.append(Segment(set_cell_size(text, column.width), style))
                 segments.append(Segment(" " * GAP, None))
             strip = self._strips[key] = Strip(segments, self._width)
         return strip

@@ -23,13 +23,15 @@ COMMON = [
 ]
 
 
-class _View(ResourceTable):
+class View(ResourceTable):
+    """A table of the dashboard: sort, marks, filter, detail on enter."""
+
     @property
     def dashboard(self) -> Dashboard:
         return cast("Dashboard", self.app)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("vm", "node"):  # the mutating actions, by name
+        if action in ("vm", "node", "storage"):  # the mutating actions, by name
             return self.dashboard.check_action(str(parameters[0]), ())
         return True
 
@@ -59,7 +61,7 @@ class _View(ResourceTable):
         self.dashboard.open_detail()
 
 
-class VMTable(_View):
+class VMTable(View):
     """Virtual machines, keyed by uuid."""
 
     BINDINGS = [*COMMON, *(Binding(a.key, f"vm('{a.name}')", a.title) for a in VM_ACTIONS)]
@@ -72,7 +74,7 @@ class VMTable(_View):
         self.dashboard.vm_action(name)
 
 
-class NodeTable(_View):
+class NodeTable(View):
     """Hypervisor nodes, keyed by name."""
 
     BINDINGS = [*COMMON, *(Binding(a.key, f"node('{a.name}')", a.title) for a in NODE_ACTIONS)]
