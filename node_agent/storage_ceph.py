@@ -7,12 +7,14 @@ client-side operation timeouts (node_agent/storage.py), so nothing here can hang
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import rados
 import rbd
 
 CEPH_TIMEOUT = 5  # seconds, for every librados call
+DESCRIBE_THREADS = 8
 
 
 class CommandError(Exception):
@@ -137,11 +139,17 @@ def read_volumes(cluster: rados.Rados, pool: str | None = None) -> list[dict[str
     volumes = []
     for name in [pool] if pool is not None else rbd_pools(cluster):
         with open_pool(cluster, name) as ioctx:
-            for image in sorted(rbd.RBD().list(ioctx)):
+            def describe(image: str, ioctx: rados.Ioctx = ioctx, pool: str = name
+                         ) -> dict[str, Any] | None:
                 try:
-                    volumes.append(describe_volume(ioctx, name, image))
-                except rbd.ImageNotFound:
-                    continue
+                    return describe_volume(ioctx, pool, image)
+                except rbd.ImageNotFound:  # removed meanwhile
+                    return None
+
+            # opening an image is a few round trips to the OSDs: overlap them
+            with ThreadPoolExecutor(max_workers=DESCRIBE_THREADS) as executor:
+                volumes += [v for v in executor.map(describe, sorted(rbd.RBD().list(ioctx)))
+                            if v is not None]
     return volumes
 
 

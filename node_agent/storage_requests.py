@@ -38,7 +38,7 @@ class RequestServer:
     """Serves storage requests while `leading()` holds."""
 
     def __init__(self, zk: KazooClient, node: str, cluster: Any,
-                 leading: Callable[[], bool], changed: Callable[[], None],
+                 leading: Callable[[], bool], changed: Callable[[dict[str, Any]], None],
                  interval: float) -> None:
         self._zk = zk
         self._node = node
@@ -145,7 +145,7 @@ class RequestServer:
                  (time.monotonic() - started) * 1000, "ok" if error is None else error)
         self._answer(path, results[0].version, result, error, claimed, claim)
         if command not in READ_ONLY:
-            self._changed()
+            self._changed(dict(request["args"]))
 
     def _answer(self, path: str, version: int, result: Any, error: CommandError | None,
                 request: dict[str, Any] | None = None, claim: str | None = None) -> None:

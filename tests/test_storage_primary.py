@@ -134,3 +134,32 @@ def test_primary_dying_mid_request_fails_clearly(zk_server: ZooKeeperServer) -> 
         assert not thread.is_alive(), "the requester hung"
         assert "storage primary hv9 stopped while running it" in outcome["error"]
         print(f"claim gone -> requester failed: {time.monotonic() - killed:.3f} s")
+
+
+def test_changes_publish_at_once_between_full_scans(
+        client: ClusterClient, start_agent: AgentFactory, ceph: CephCluster) -> None:
+    """With a 30 s interval, what a command touched is published at once anyway."""
+    start_agent("hv1", "--ceph-conf", str(ceph.conf), "--keepalive-interval", "30")
+    wait_status(client, lambda s: s.pool("rbd") is not None, 30, "no storage status")
+
+    def published(pool: str, name: str, present: bool = True) -> None:
+        wait_on_znode(client.zk, layout.volume_path(pool, name),
+                      lambda d, s: True if (d is not None) == present else None, 5,
+                      lambda: f"{pool}/{name} {'not published' if present else 'still there'}")
+
+    started = time.monotonic()
+    client.storage.volumes.add("rbd", "quick", 8 << 20)
+    published("rbd", "quick")
+    client.storage.volumes.rename("rbd", "quick", "quicker")
+    published("rbd", "quick", present=False)
+    published("rbd", "quicker")
+    client.storage.snapshots.add("rbd", "quicker", "s1")
+    wait_on_znode(client.zk, layout.volume_path("rbd", "quicker"),
+                  lambda d, s: True if d and b'"s1"' in d else None, 5,
+                  lambda: "the snapshot was not published")
+    client.storage.pools.add("gone", pgs=8)
+    client.storage.volumes.add("gone", "v", 1 << 20)
+    published("gone", "v")
+    client.storage.pools.remove("gone")
+    published("gone", "v", present=False)
+    assert time.monotonic() - started < 25  # all before the next full scan
