@@ -6,7 +6,9 @@ agent (the storage primary), then measures from a client in this process:
 - round trip (submit to result) of `volume add` and of `pool list`, `volume list` and
   `status`, one request at a time;
 - the lag from a 4 MiB write through librbd to the moment the dashboard's data (a
-  ClusterStore, the dashboard's own source) shows the pool's stored bytes grown.
+  ClusterStore, the dashboard's own source) shows the pool's stored bytes grown;
+- failover: a second agent stands by, the primary is SIGKILLed, and we time until the
+  other publishes and until a request succeeds again.
 
     .venv/bin/python benchmarks/bench_storage.py [--requests 200] [--writes 5]
         [--keepalive 5]
@@ -15,6 +17,8 @@ agent (the storage primary), then measures from a client in this process:
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -23,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from kazoo.recipe.watchers import ChildrenWatch
 
 from pvc_tui.cluster import ClusterClient, ClusterStore, StoreChange, layout
 from pvc_tui.cluster.connection import wait_on_znode
@@ -141,6 +147,29 @@ def main() -> int:
                   f"median {statistics.median(lags):.2f} s, max {max(lags):.2f} s "
                   f"(mgr stats period, then the primary's {args.keepalive:g} s publishing)",
                   flush=True)
+            standby, _ = spawn([sys.executable, "-m", "node_agent", "--name", "hv2", "--zk",
+                                zk.address, "--libvirt-uri", f"test://{xml}",
+                                "--console-log-dir", str(base), "--ceph-conf",
+                                str(ceph.conf), "--keepalive-interval", str(args.keepalive)],
+                               base / "agent2.log")
+            standing = threading.Event()
+            ChildrenWatch(client.zk, layout.STORAGE_ELECTION,
+                          lambda children: standing.set() if len(children) >= 2 else None)
+            if not standing.wait(60):
+                raise SystemExit("the standby agent never stood in the election")
+            os.kill(agent.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            wait_on_znode(client.zk, layout.STORAGE_STATUS,
+                          lambda d, s: True if d and b'"primary":"hv2"' in d else None, 60,
+                          lambda: "the standby never took over")
+            took_over = time.monotonic() - killed
+            storage.claim_timeout = 30
+            storage.volumes.add("rbd", "after-failover", 16 << 20)
+            served = time.monotonic() - killed
+            print(f"failover: primary SIGKILLed -> standby publishing {took_over:.2f} s, "
+                  f"-> next request served {served:.2f} s (keepalive {args.keepalive:g} s)",
+                  flush=True)
+            terminate([standby])
             client.close()
         finally:
             if agent is not None:

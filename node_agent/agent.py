@@ -99,7 +99,7 @@ class NodeAgent:
         self._last_mine: list[Desired] = []
         self.domain_runner = DomainStateRunner(self.records, config.flush_concurrency,
                                                config.target_selector)
-        self.storage = (StoragePrimary(self.zk, self.name, config.ceph_conf,
+        self.storage = (StoragePrimary(config.zk, self.name, config.ceph_conf,
                                        config.keepalive_interval)
                         if config.ceph_conf else None)
         self.console = ConsoleManager(self.zk, self.name, config.console_log_lines,

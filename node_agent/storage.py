@@ -1,6 +1,10 @@
 """The storage primary: one agent at a time publishes Ceph's state and runs requests.
 
-Agents with a Ceph config stand in a ZooKeeper election; the winner connects to Ceph
+Agents with a Ceph config stand in a ZooKeeper election, on a ZooKeeper session of
+their own whose timeout is 0.6 x the keepalive interval (at least 2 s), so that when a
+primary dies its election znode goes, and another agent leads, within one keepalive
+interval; the agent's main session keeps its longer timeout, so a short stall costs at
+most the storage role, never the node's liveness. The winner connects to Ceph
 through librados (client-side operation timeouts, so a dead mon or a missing mgr never
 hangs it) and, while its winning ZooKeeper session lasts:
 
@@ -21,6 +25,7 @@ import time
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.retry import KazooRetry
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from node_agent.storage_requests import RequestServer
@@ -30,17 +35,24 @@ log = logging.getLogger(__name__)
 CEPH_TIMEOUT = 5  # seconds, for every librados call
 
 
+def session_timeout(interval: float) -> float:
+    """The storage session's timeout: 0.6 x the keepalive interval, at least 2 s."""
+    return max(0.6 * interval, 2.0)
+
+
 class StoragePrimary:
     """Stands for storage primary and, while it is, publishes and serves requests."""
 
-    def __init__(self, zk: KazooClient, node: str, ceph_conf: str, interval: float) -> None:
-        self._zk = zk
+    def __init__(self, zk_hosts: str, node: str, ceph_conf: str, interval: float) -> None:
+        self._zk = KazooClient(hosts=zk_hosts, timeout=session_timeout(interval),
+                               connection_retry=KazooRetry(max_tries=-1, max_delay=1.0),
+                               command_retry=KazooRetry(max_tries=3, max_delay=1.0))
         self._node = node
         self._ceph_conf = ceph_conf
         self._interval = interval
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._election = zk.Election(layout.STORAGE_ELECTION, identifier=node)
+        self._election = self._zk.Election(layout.STORAGE_ELECTION, identifier=node)
         self._thread = threading.Thread(target=self._run, name="storage", daemon=True)
         self._volumes: dict[str, bytes] = {}  # published volume records, by znode name
         self._touched: set[tuple[str, str]] = set()  # (pool, volume or "") changed since
@@ -52,11 +64,13 @@ class StoragePrimary:
         self._thread.start()
 
     def stop(self) -> None:
-        """Leave the election and stop publishing."""
+        """Leave the election, stop publishing, end the storage session."""
         self._stop.set()
         self._wake.set()
         self._election.cancel()
         self._thread.join(timeout=CEPH_TIMEOUT + 2)
+        self._zk.stop()
+        self._zk.close()
 
     def wake(self) -> None:
         """Publish now."""
@@ -75,6 +89,8 @@ class StoragePrimary:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if not self._zk.connected:
+                    self._zk.start(timeout=max(self._interval, 5.0))
                 self._election.run(self._lead)
             except Exception as exc:  # ZooKeeper away: stand again when it is back
                 log.warning("storage election: %s", exc)
