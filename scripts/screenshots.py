@@ -48,7 +48,7 @@ def shoot(app: Dashboard, name: str) -> None:
     print(f"screenshots: {svg.with_suffix('.png')}", file=sys.stderr)
 
 
-async def drive(hosts: str, client: ClusterClient) -> None:
+async def drive(hosts: str, client: ClusterClient, ceph_conf: Path) -> None:
     """Visit each view and dialog."""
     app = Dashboard(hosts)
     async with app.run_test(size=SIZE) as pilot:
@@ -84,7 +84,47 @@ async def drive(hosts: str, client: ClusterClient) -> None:
         await pilot.pause(0.5)
         shoot(app, "flush-progress")
         await pilot.press("escape")
+        await storage_views(app, pilot, client, ceph_conf)
     client.ready_node("hv1", wait=True, timeout=180)
+
+
+async def storage_views(app: Dashboard, pilot: Pilot[int], client: ClusterClient,
+                        ceph_conf: Path) -> None:
+    """Pools and volumes on the sandbox's real tiny Ceph, with some data written."""
+    storage = client.storage
+    storage.pools.add("backup", pgs=16)
+    for name, size in (("web1-disk0", 10 << 30), ("db1-disk0", 40 << 30)):
+        storage.volumes.add("rbd", name, size)
+    storage.snapshots.add("rbd", "web1-disk0", "base")
+    storage.volumes.clone("rbd", "web1-disk0", "web2-disk0", snapshot="base")
+    storage.volumes.add("backup", "db1-nightly", 40 << 30)
+    write_data(ceph_conf, [("rbd", "web1-disk0", 160), ("backup", "db1-nightly", 320)])
+    await until(pilot, lambda: "rbd/web2-disk0" in app.volume_table.items, 30, "volumes")
+    await until(pilot, lambda: getattr(app.pool_table.items.get("backup"), "stored", 0)
+                >= 320 << 20, 60, "backup pool stats")
+    await pilot.press("3")
+    await pilot.pause(0.5)
+    shoot(app, "pool-view")
+    await pilot.press("4")
+    app.volume_table.move_to("rbd/web2-disk0")
+    await pilot.pause(0.5)
+    shoot(app, "volume-view")
+
+
+def write_data(ceph_conf: Path, writes: list[tuple[str, str, int]]) -> None:
+    """Write MiB of data into volumes through librbd, as a guest would."""
+    import rados
+    import rbd
+
+    cluster = rados.Rados(conffile=str(ceph_conf))
+    cluster.connect(timeout=10)
+    try:
+        for pool, volume, mib in writes:
+            with cluster.open_ioctx(pool) as ioctx, rbd.Image(ioctx, volume) as image:
+                for i in range(mib // 4):
+                    image.write(bytes([i % 251]) * (4 << 20), i * (4 << 20))
+    finally:
+        cluster.shutdown()
 
 
 def main() -> int:
@@ -96,7 +136,9 @@ def main() -> int:
                           progress=lambda m: print(f"sandbox: {m}", file=sys.stderr))
         try:
             with ClusterClient.connect(sandbox.zk) as client:
-                asyncio.run(drive(sandbox.zk, client))
+                assert sandbox.ceph is not None, "the screenshots need the tiny Ceph"
+                conf = Path(sandbox.ceph["state_dir"]) / "ceph.conf"
+                asyncio.run(drive(sandbox.zk, client, conf))
         finally:
             demo.down(state_dir)
     return 0

@@ -184,6 +184,11 @@ def test_storage_used_by_a_vm_needs_force(cli: Any, storage: StorageCluster) -> 
             "used by VM usesdisk: add --force")
     refused(cli("storage", "volume", "rename", "vmpool", "disk1", "disk2"), "usesdisk")
     refused(cli("storage", "pool", "remove", "vmpool", "--yes"), "used by VM usesdisk")
+    ok(cli("storage", "volume", "snapshot", "add", "vmpool", "disk1", "s1"))
+    refused(cli("storage", "volume", "snapshot", "rollback", "vmpool", "disk1", "s1"),
+            "used by VM usesdisk: add --force")
+    ok(cli("storage", "volume", "snapshot", "rollback", "vmpool", "disk1", "s1", "--force"))
+    ok(cli("storage", "volume", "snapshot", "remove", "vmpool", "disk1", "s1"))
     assert "disk1" in volumes(cli, "vmpool")
     result = ok(cli("storage", "volume", "remove", "vmpool", "disk1", "--yes", "--force"))
     assert "used by VM usesdisk" in result.err

@@ -119,6 +119,8 @@ def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser],
         p.add_argument("pool")
         p.add_argument("volume")
         p.add_argument("snapshot")
+        if name == "rollback":
+            p.add_argument("--force", action="store_true", help="even if a VM uses the volume")
         p.set_defaults(snapshot_change=name)
 
     osds = groups.add_parser("osd", help="OSDs and OSD flags").add_subparsers(
@@ -309,9 +311,12 @@ def snapshot_list(args: argparse.Namespace, storage: StorageAPI) -> int:
 def snapshot_change(args: argparse.Namespace, storage: StorageAPI) -> int:
     """`storage volume snapshot add|remove|rollback`"""
     action = args.snapshot_change
-    run = {"add": storage.snapshots.add, "remove": storage.snapshots.remove,
-           "rollback": storage.snapshots.rollback}[action]
-    run(args.pool, args.volume, args.snapshot)
+    if action == "rollback":
+        _forced(storage.snapshots.rollback(args.pool, args.volume, args.snapshot,
+                                           force=args.force))
+    else:
+        run = storage.snapshots.add if action == "add" else storage.snapshots.remove
+        run(args.pool, args.volume, args.snapshot)
     done = {"add": "taken", "remove": "removed", "rollback": "rolled back to"}[action]
     where = f"{args.pool}/{args.volume}@{args.snapshot}"
     print(f"snapshot {printable(where)} {done}" if action != "rollback" else

@@ -15,6 +15,11 @@ XML) live in child znodes.
     /pvc/vm_names/<name>           the VM's uuid (unique-name index, written in the same
                                    transaction as the VM record)
     /pvc/consoles/<uuid>           console buffer meta, with chunks of lines as children
+    /pvc/storage/election/...      the storage primary's election (kazoo Election)
+    /pvc/storage/status            what Ceph reports (STORAGE_STATUS_FIELDS)
+    /pvc/storage/volumes/<p>@<v>   one RBD volume (STORAGE_VOLUME_FIELDS)
+    /pvc/storage/requests/<id>     a storage request and, once answered, its result
+    /pvc/storage/claims/<id>       ephemeral: the primary is running request <id>
 """
 
 from __future__ import annotations

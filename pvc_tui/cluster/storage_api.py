@@ -105,9 +105,16 @@ class Snapshots(_Group):
         """Delete a snapshot."""
         self._change("snapshot.remove", pool, volume, name)
 
-    def rollback(self, pool: str, volume: str, name: str) -> None:
-        """Return a volume's content to a snapshot (what was written since is lost)."""
+    def rollback(self, pool: str, volume: str, name: str,
+                 force: bool = False) -> builtins.list[str]:
+        """Return a volume's content to a snapshot (what was written since is lost).
+
+        Refused if a defined VM uses the volume, unless `force`; the VMs that did."""
+        check_ceph_name(pool, "pool")
+        check_ceph_name(volume, "volume")
+        users = self._storage.check_unused(pool, volume, force)
         self._change("snapshot.rollback", pool, volume, name)
+        return users
 
 
 class Volumes(_Group):

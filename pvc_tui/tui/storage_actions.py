@@ -253,7 +253,7 @@ class StorageActions:
     def snapshot_rollback(self, volume: Volume) -> None:
         self._pick_snapshot(volume, "Roll back to a snapshot of", lambda snap: self._type(
             f"Roll {volume.key} back to {snap}?", "Everything written since the snapshot is "
-            "lost. Stop the VM that uses it first.", volume.name, "Roll back",
+            "lost. A volume that a VM uses is refused.", volume.name, "Roll back",
             f"roll back {volume.key}", _saying(
                 f"{volume.key} rolled back to {snap}",
                 lambda c: c.storage.snapshots.rollback(volume.pool, volume.name, snap))))

@@ -53,6 +53,7 @@ class VolumeTable(_StorageView):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(VOLUME_COLUMNS, VOLUME_FIELDS, lambda v: cast(Volume, v).key, id=id)
+        self.sort_column = "pool"  # then by name: each pool's volumes together
 
 
 class OsdTable(_StorageView):
