@@ -25,8 +25,8 @@ import time
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.retry import KazooRetry
 from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.retry import KazooRetry
 
 from node_agent.storage_requests import RequestServer
 from pvc_tui.cluster import layout
