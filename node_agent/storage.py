@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 CEPH_TIMEOUT = 5  # seconds, for every librados call
 
 
+def encode_volume(volume: dict[str, Any]) -> bytes:
+    """A volume record; a volume with so many snapshots that the record would pass the
+    record limit is published with its newest ones (`storage volume snapshot list`
+    still lists them all)."""
+    snapshots = list(volume["snapshots"])
+    while True:
+        try:
+            return layout.encode({**volume, "snapshots": snapshots})
+        except layout.RecordError:
+            if not snapshots:
+                raise
+            snapshots = snapshots[len(snapshots) // 2:]
+
+
 def session_timeout(interval: float) -> float:
     """The storage session's timeout: 0.6 x the keepalive interval, at least 2 s."""
     return max(0.6 * interval, 2.0)
@@ -166,7 +180,7 @@ class StoragePrimary:
                             record = describe_volume(ioctx, pool, name)
                         except rbd.ImageNotFound:
                             continue
-                        current[layout.volume_key(pool, name)] = layout.encode(record)
+                        current[layout.volume_key(pool, name)] = encode_volume(record)
             for key in mine:
                 if layout.parse_volume_key(key)[1] not in names:
                     del current[key]
@@ -182,7 +196,7 @@ class StoragePrimary:
 
     def _publish_volumes(self, volumes: list[dict[str, Any]]) -> None:
         """One record per volume: written when it changed, removed when it is gone."""
-        self._write_volumes({layout.volume_key(v["pool"], v["name"]): layout.encode(v)
+        self._write_volumes({layout.volume_key(v["pool"], v["name"]): encode_volume(v)
                              for v in volumes})
 
     def _write_volumes(self, current: dict[str, bytes]) -> None:
