@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pvc_tui.sandbox.processes import ProcessRef, spawn, terminate
-from pvc_tui.sandbox.zookeeper import free_port
+from pvc_tui.sandbox.zookeeper import free_port_block
 
 CEPH_BINARIES = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-authtool", "monmaptool")
 PORT_SPAN = 60  # ports per cluster for the daemons' messengers
@@ -148,7 +148,9 @@ def start_ceph(state_dir: Path, osds: int = 1, timeout: float = 60.0) -> CephClu
     d = state_dir.resolve()
     for sub in ("run", "crash", "log", "mon", "osd", "mgr"):
         (d / sub).mkdir(parents=True, exist_ok=True)
-    fsid, mon_port, port_min = str(uuid.uuid4()), free_port(), free_port()
+    # fixed ports: the mon's two, then a range for the mgr's and OSDs' messengers
+    base = free_port_block(2 + PORT_SPAN)
+    fsid, mon_port, port_min = str(uuid.uuid4()), base, base + 2
     ceph = CephCluster(d, fsid, mon_port)
     ceph.conf.write_text(_conf_text(d, fsid, mon_port, port_min))
     conf = ["-c", str(ceph.conf)]
@@ -167,7 +169,12 @@ def start_ceph(state_dir: Path, osds: int = 1, timeout: float = 60.0) -> CephClu
         ceph.processes.append(spawn(["ceph-mon", *conf, "-i", "a", "-f"],
                                     d / "log" / "mon.a.out")[0])
         cluster = rados.Rados(conffile=str(ceph.conf))
-        cluster.connect(timeout=int(timeout))
+        try:
+            cluster.connect(timeout=int(timeout))
+        except rados.Error as exc:
+            log = (d / "log" / "mon.a.out").read_text(errors="replace").strip().splitlines()
+            raise CephError(f"the tiny Ceph's mon did not answer ({exc}); its last output: "
+                            f"{log[-1] if log else 'none'}") from None
         try:
             _mon_command(cluster, {"prefix": "config set", "who": "mgr",
                                    "name": "mgr/devicehealth/enable_monitoring",

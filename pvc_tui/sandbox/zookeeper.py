@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import time
@@ -48,6 +49,33 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive free TCP ports, below the kernel's ephemeral range.
+
+    Daemons that bind several fixed ports (Ceph's mon binds two) must not pick from the
+    ephemeral range: an outgoing connection may take one of those ports at any moment."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(low - count, 12000)
+    for _ in range(200):
+        base = random.randrange(10000, top)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise OSError(f"no block of {count} free ports below {low}")
 
 
 def four_letter(host: str, port: int, command: str = "srvr", timeout: float = 1.0) -> str:
