@@ -33,14 +33,17 @@ from kazoo.retry import KazooRetry
 from node_agent.config import AgentConfig
 from node_agent.console import ConsoleManager, ConsolePaths
 from node_agent.domain_runner import DomainStateRunner
+from node_agent.fencing import DeadNodeWatch
 from node_agent.hypervisor import DomainInfo, Hypervisor
 from node_agent.reconciler import Desired, Reconciler
 from node_agent.records import AgentRecords
 from node_agent.storage import StoragePrimary
 from pvc_tui import __version__
 from pvc_tui.cluster import layout
+from pvc_tui.cluster.client import ClusterClient
 from pvc_tui.cluster.connection import cluster_id, ensure_schema
 from pvc_tui.cluster.layout import DaemonState, PowerState
+from pvc_tui.cluster.recovery import HOLDING, FenceState, set_fence
 
 log = logging.getLogger(__name__)
 # Fields of a VM record that change what the agent must do (runtime does not).
@@ -102,6 +105,9 @@ class NodeAgent:
         self.storage = (StoragePrimary(config.zk, self.name, config.ceph_conf,
                                        config.keepalive_interval)
                         if config.ceph_conf else None)
+        self.dead_nodes = DeadNodeWatch(self.zk, self.name, config.keepalive_interval,
+                                        config.fence_intervals, config.recovery,
+                                        config.fence_command)
         self.console = ConsoleManager(self.zk, self.name, config.console_log_lines,
                                       config.console_log_interval,
                                       config.console_publish_interval, resync=self.wake)
@@ -147,6 +153,7 @@ class NodeAgent:
                         self.console.start()
                         if self.storage is not None:
                             self.storage.start()
+                        self.dead_nodes.start()
                         watching = True
                 self._pass()
                 self._retry_at = 0.0
@@ -194,6 +201,7 @@ class NodeAgent:
     def _shutdown(self) -> None:
         log.info("stopping: node %s goes to daemon state stop; guests keep running", self.name)
         self.domain_runner.stop()
+        self.dead_nodes.stop()
         if self.storage is not None:
             self.storage.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -238,8 +246,18 @@ class NodeAgent:
                 self.zk.create(alive, me, ephemeral=True)
         self._reporter = me.decode()
         self.records.write_node({"daemon_state": self._daemon_state.value})
+        if self._fence_state() == FenceState.DECLARED:  # back before anyone acted on it
+            set_fence(ClusterClient(self.zk), self.name, state="returned")
         self._next_keepalive = 0.0
         log.info("registered node %s (session 0x%x)", self.name, self.zk.client_id[0])
+
+    def _fence_state(self) -> str:
+        """This node's fence state (recovery.FenceState), "" if it was never declared dead."""
+        try:
+            data, _ = self.zk.get(layout.node_path(self.name))
+            return str((layout.decode(data, layout.NODE_FIELDS)["fence"] or {}).get("state", ""))
+        except (NoNodeError, layout.RecordError):
+            return ""
 
     # ---- watches (kazoo's thread: no blocking work here) ----------------------------
 
@@ -289,11 +307,15 @@ class NodeAgent:
                     self._records[uuid] = entry
         domains = self.hypervisor.domains()
         mine: list[Desired] = []
+        # declared dead and fenced: our VMs are about to run elsewhere; start none
+        holding = self._fence_state() in HOLDING
         for uuid, (rec, version) in cached.items():
             want = Desired(uuid, rec["name"], rec["state"], rec, version)
             if rec["node"] == self.name:
                 mine.append(want)
                 dom = domains.get(uuid)
+                if holding:
+                    continue
                 if self.reconciler.needs_work(want, dom.power_state if dom else None):
                     self._submit(uuid, self.reconciler.reconcile, want)
             elif uuid in domains or (rec["migration"] or {}).get("source") == self.name:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from pvc_tui.cluster.connection import check_hosts
 from pvc_tui.cluster.domain_xml import check_name
 from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.placement import check_selector
+from pvc_tui.cluster.recovery import POLICIES
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -36,6 +37,9 @@ class AgentConfig:
     console_log_interval: float = 0.5  # poll interval where inotify is not available
     console_publish_interval: float = 0.05  # at most one console publish per VM per this
     ceph_conf: str = ""  # ceph.conf of the cluster's Ceph: stand for storage primary
+    fence_intervals: int = 6  # a peer gone this many keepalive intervals is declared dead
+    recovery: str = "none"  # none: the operator recovers; fence: fence, then recover
+    fence_command: list[str] = field(default_factory=list)  # argv; {node} = the dead node
     log_level: str = "INFO"
 
     def validated(self) -> AgentConfig:
@@ -63,6 +67,15 @@ class AgentConfig:
             value = getattr(self, key)
             if not math.isfinite(value) or not 0.01 <= value <= 60:
                 raise InvalidRequest(f"{key} must be between 0.01 and 60 seconds")
+        if not 1 <= self.fence_intervals <= 1000:
+            raise InvalidRequest("fence_intervals must be between 1 and 1000")
+        if self.recovery not in POLICIES:
+            raise InvalidRequest(f"recovery must be one of {', '.join(POLICIES)}")
+        if not all(isinstance(a, str) for a in self.fence_command):
+            raise InvalidRequest("fence_command must be a list of strings (an argument list)")
+        if self.recovery == "fence" and not self.fence_command:
+            raise InvalidRequest("recovery = fence needs a fence_command (an argument list, "
+                                 "e.g. [\"ipmitool\", \"-H\", \"{node}-ipmi\", ...])")
         if self.ceph_conf and not Path(self.ceph_conf).is_file():
             raise InvalidRequest(f"ceph_conf {self.ceph_conf} is not a readable file")
         return self

@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="least time between console publishes of one VM (default 0.05 s)")
     parser.add_argument("--ceph-conf", help="ceph.conf of the cluster's Ceph (this agent "
                         "then stands for storage primary)")
+    parser.add_argument("--fence-intervals", type=int, help="keepalive intervals a peer may "
+                        "be gone before it is declared dead (default 6)")
+    parser.add_argument("--recovery", choices=["none", "fence"], help="what happens to a dead "
+                        "node's VMs: none (the operator runs `node recover`, default) or "
+                        "fence (run the fence command, then start them elsewhere)")
+    parser.add_argument("--fence-command", action="append", metavar="ARG",
+                        help="one argument of the fence command (repeat for each, "
+                        "--fence-command=-x for one that starts with -; {node} is the dead "
+                        "node's name); run without a shell")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

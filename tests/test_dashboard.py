@@ -108,7 +108,7 @@ async def test_readonly_has_no_mutating_action(cluster: ClusterClient, zk_hosts:
     app = Dashboard(zk_hosts, readonly=True)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: loaded(app, 4), what="first load")
-        for view, keys in (("vms", "mMuosdxr"), ("nodes", "fy")):
+        for view, keys in (("vms", "mMuosdxr"), ("nodes", "fyR")):
             await pilot.press("1" if view == "nodes" else "2")
             active = {b.binding.action for b in app.screen.active_bindings.values()}
             for key in keys:

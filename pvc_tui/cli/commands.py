@@ -222,3 +222,18 @@ def node_domain_state(args: argparse.Namespace) -> int:
     print(f"node {args.node} is {goal} ({count} VMs, {progress.get('seconds', 0):.2f} s)"
           + (f"; {bad} did not reach their goal" if bad else ""))
     return 1 if bad else 0
+
+
+def node_recover(args: argparse.Namespace) -> int:
+    """`node recover NODE --yes`: start a dead node's VMs on other nodes."""
+    from pvc_tui.cluster.recovery import recover_node
+
+    if not args.yes:
+        raise InvalidRequest(f"make sure node {args.node} is really off (its guests would "
+                             "otherwise run twice), then add --yes")
+    with connect(args) as client:
+        outcome = recover_node(client, args.node)
+    for vm, where in outcome:
+        print(f"  {printable(vm)}: {printable(where)}")
+    print(f"node {args.node}: {len(outcome)} VMs recovered")
+    return 0

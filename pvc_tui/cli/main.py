@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     _wait(p, default=600.0, what="every VM is back; print one line per VM")
     p.set_defaults(run=commands.node_domain_state, domain_action="ready")
 
+    p = node.add_parser("recover", help="start a dead node's VMs on other nodes (its "
+                        "previous node becomes the dead one); the node must really be off")
+    p.add_argument("node")
+    p.add_argument("--yes", action="store_true", help="confirm the node is off")
+    p.set_defaults(run=commands.node_recover)
+
     vm = sub.add_parser("vm", help="virtual machines").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=OneLineParser)
     p = vm.add_parser("list", help="list VMs")

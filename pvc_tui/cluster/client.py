@@ -295,6 +295,28 @@ class ClusterClient:
             return vm
         return self.wait_vm_state(vm, state, timeout)
 
+    def update_node(self, name: str, mutate: Callable[[dict[str, Any]], None]) -> Node:
+        """Read-modify-write a node record with compare-and-set, retrying on races
+        (the agent's keepalives)."""
+        path = layout.node_path(name)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                data, stat = self.zk.get(path)
+            except NoNodeError:
+                raise NotFound(f"no node named {name!r}") from None
+            record = layout.decode(data, layout.NODE_FIELDS)
+            before = layout.encode(record)
+            mutate(record)
+            encoded = layout.encode(record)
+            if encoded == before:
+                return self.get_node(name)
+            try:
+                self.zk.set(path, encoded, version=stat.version)
+                return self.get_node(name)
+            except BadVersionError:
+                continue
+        raise ConflictError(f"node {name} kept changing; try again")
+
     def update_vm(self, name_or_uuid: str, mutate: Callable[[dict[str, Any]], None],
                   unchanged: Callable[[], list[tuple[str, int]]] | None = None) -> VM:
         """Read-validate-write a VM record with compare-and-set, retrying on races.

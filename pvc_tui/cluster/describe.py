@@ -42,7 +42,21 @@ def node_details(n: Node) -> list[tuple[str, object]]:
         ("VMs", f"{n.vm_count} assigned, {len(n.running_vms)} running"),
         ("running", ", ".join(n.running_vms) or "-"),
         ("last keepalive", age(n.keepalive_at)),
+        ("fence", _fence(n.fence)),
     ]
+
+
+def _fence(fence: dict[str, object]) -> str:
+    """A dead node's fencing and recovery, one line: `recovered by hv2 (web1: hv2)`."""
+    if not fence.get("state"):
+        return "-"
+    text = f"{fence['state']}" + (f" by {fence['by']}" if fence.get("by") else "")
+    if fence.get("reason"):
+        text += f": {fence['reason']}"
+    vms = fence.get("vms")
+    if isinstance(vms, list) and vms:
+        text += f" ({', '.join(str(v) for v in vms)})"
+    return text
 
 
 def vm_details(v: VM) -> list[tuple[str, object]]:

@@ -161,6 +161,7 @@ NODE_FIELDS: dict[str, Any] = {
     "migration_uri": "",  # libvirt URI peers use to live-migrate onto this node
     "migration_address": "",  # migration data URI, e.g. tcp://10.0.0.2
     "domain_progress": {},  # the running or last flush/ready: action, items, finished
+    "fence": {},  # a dead node's fencing and recovery: state, by, policy, at, reason, vms
 }
 
 

@@ -152,6 +152,7 @@ class Node:
     migration_uri: str = ""
     migration_address: str = ""
     domain_progress: dict[str, Any] = field(default_factory=dict)
+    fence: dict[str, Any] = field(default_factory=dict)  # see recovery.py
     version: int = -1
 
     @classmethod
@@ -186,6 +187,7 @@ class Node:
             migration_uri=record["migration_uri"],
             migration_address=record["migration_address"],
             domain_progress=record["domain_progress"],
+            fence=record["fence"],
             version=version,
         )
 
@@ -210,4 +212,5 @@ class Node:
             "running_vms": list(self.running_vms),
             "keepalive_at": self.keepalive_at,
             "domain_progress": self.domain_progress,
+            "fence": self.fence,
         }

@@ -50,6 +50,7 @@ VM_ACTIONS = (
 NODE_ACTIONS = (
     ActionSpec("flush", "f", "Flush node", "node"),
     ActionSpec("ready", "y", "Ready node", "node"),
+    ActionSpec("recover", "R", "Recover dead node", "node"),
 )
 MUTATING = frozenset(a.name for a in VM_ACTIONS + NODE_ACTIONS)
 
@@ -72,6 +73,17 @@ def target_choices(vm: VM, nodes: list[Node], selector: str = DEFAULT_SELECTOR
              for i, n in enumerate(choice.ranked)]
     lines += [TargetChoice(name, "", rejected=why) for name, why in sorted(choice.rejected.items())]
     return lines
+
+
+def _recover_call(node: str) -> Call:
+    def call(client: ClusterClient) -> str:
+        from pvc_tui.cluster.recovery import recover_node
+
+        moved = recover_node(client, node)
+        return f"node {node}: " + (", ".join(f"{vm} to {where}" for vm, where in moved)
+                                   or "no VMs to recover")
+
+    return call
 
 
 def _moved(vm: VM) -> str:
@@ -157,6 +169,20 @@ class DashboardActions:
             self.app.notify("no node selected", severity="warning")
             return
         count = sum(1 for v in self.app.vm_table.items.values() if v.node == node.name)
+        if name == "recover":
+            if node.alive:
+                self.app.notify(f"node {printable(node.name)} is alive: flush it instead",
+                                severity="warning", markup=False)
+                return
+            detail = (f"Its {count} VMs start on other nodes (their previous node: "
+                      f"{node.name}). Make sure the node is really off first, or they "
+                      "run twice.")
+            self.app.push_screen(
+                TypeNameScreen(f"Recover dead node {node.name}?", detail, node.name,
+                               "Recover"),
+                lambda ok: self.run_calls([(node.name, _recover_call(node.name))]) if ok
+                else None)
+            return
         if name == "flush":
             detail = (f"Every VM on {node.name} ({count}) moves to another node; VMs "
                       "with no valid target are shut down and restarted on ready.")

@@ -1,0 +1,113 @@
+"""Watching the other nodes: declare a dead one, fence it, recover its VMs.
+
+Every agent looks at its peers each keepalive interval. A peer whose liveness znode has
+been gone for `keepalive_interval x fence_intervals` (timed on this agent's monotonic
+clock, so no clocks are compared) is declared dead by a compare-and-set of its record;
+the one agent that wins acts on the `recovery` policy (pvc_tui/cluster/recovery.py).
+The fence command is an argument list run without a shell; `{node}` in an argument is
+replaced by the dead node's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NoNodeError
+
+from pvc_tui.cluster import layout
+from pvc_tui.cluster.client import ClusterClient
+from pvc_tui.cluster.errors import PvcError
+from pvc_tui.cluster.recovery import FenceState, declare_dead, recover_node, set_fence
+from pvc_tui.cluster.text import printable
+
+log = logging.getLogger(__name__)
+FENCE_TIMEOUT = 120.0  # seconds a fence command may take
+
+
+class DeadNodeWatch:
+    """Declares dead peers and, with the `fence` policy, fences and recovers them."""
+
+    def __init__(self, zk: KazooClient, node: str, interval: float, fence_intervals: int,
+                 policy: str, fence_command: list[str]) -> None:
+        self._client = ClusterClient(zk)
+        self._node = node
+        self._interval = interval
+        self._grace = interval * fence_intervals
+        self._policy = policy
+        self._command = list(fence_command)
+        self._missing: dict[str, float] = {}  # peer -> monotonic time first seen gone
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dead-nodes", daemon=True)
+
+    def start(self) -> None:
+        """Watch in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (a fence command under way is waited for)."""
+        self._stop.set()
+        self._thread.join(timeout=FENCE_TIMEOUT + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check()
+            except (KazooException, PvcError) as exc:  # ZooKeeper away: look again later
+                log.warning("dead-node check: %s", exc)
+                self._missing.clear()  # what we saw may be stale: start timing afresh
+
+    def check(self) -> None:
+        """One look at every peer."""
+        zk = self._client.zk
+        now = time.monotonic()
+        for name in zk.get_children(layout.NODES):
+            if name == self._node or zk.exists(layout.node_alive_path(name)) is not None:
+                self._missing.pop(name, None)
+                continue
+            try:
+                data, _ = zk.get(layout.node_path(name))
+                record = layout.decode(data, layout.NODE_FIELDS)
+            except (NoNodeError, layout.RecordError):
+                continue
+            fence_state = (record["fence"] or {}).get("state", "")
+            if record["daemon_state"] not in ("init", "run"):
+                self._missing.pop(name, None)
+                if fence_state == FenceState.FENCED and self._policy == "fence":
+                    self._recover(name)  # the fencer died before recovering: finish it
+                continue
+            first = self._missing.setdefault(name, now)
+            if now - first < self._grace:
+                continue
+            if declare_dead(self._client, name, self._node, self._policy):
+                log.warning("node %s declared dead (gone for %.0f s); recovery policy %s",
+                            name, now - first, self._policy)
+                if self._policy == "fence":
+                    self._fence(name)
+
+    def _fence(self, name: str) -> None:
+        set_fence(self._client, name, state=FenceState.FENCING.value, by=self._node)
+        argv = [arg.replace("{node}", name) for arg in self._command]
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=FENCE_TIMEOUT,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            reason = f"fence command failed: {exc}"
+        else:
+            last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            reason = "" if done.returncode == 0 else (
+                f"fence command exited {done.returncode}: {printable(last[0], 200)}")
+        if reason:
+            log.error("node %s: %s; its VMs stay where they are", name, reason)
+            set_fence(self._client, name, state=FenceState.FAILED.value, reason=reason)
+            return
+        log.warning("node %s fenced; starting its VMs elsewhere", name)
+        set_fence(self._client, name, state=FenceState.FENCED.value)
+        self._recover(name)
+
+    def _recover(self, name: str) -> None:
+        for vm, where in recover_node(self._client, name, fenced=True):
+            log.warning("recovered %s from dead node %s: %s", vm, name, where)
