@@ -29,6 +29,8 @@ def test_record_round_trip_fills_defaults() -> None:
     (b'{"name": 5}', "field 'name' should be str"),
     (b'{"memory_mib": "lots"}', "field 'memory_mib' should be int"),
     (b"{" + b" " * (70 * 1024) + b"}", "exceeds"),
+    (b'{"schema": 2, "name": "web1"}', "written by a newer pvc"),
+    (b'{"schema": "2"}', "written by a newer pvc"),
 ])
 def test_malformed_records_are_refused_with_a_reason(data: bytes, why: str) -> None:
     with pytest.raises(layout.RecordError, match=why):

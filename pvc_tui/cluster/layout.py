@@ -318,6 +318,10 @@ def decode(data: bytes | None, fields: dict[str, Any],
         raise RecordError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise RecordError("not a JSON object")
+    schema = raw.get("schema", SCHEMA_VERSION)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA_VERSION:
+        raise RecordError(f"written by a newer pvc (record schema {schema!r}; this one "
+                          f"reads {SCHEMA_VERSION}): upgrade pvc-tui")
     record: dict[str, Any] = {}
     for key, default in fields.items():
         value = raw.get(key, default)

@@ -49,6 +49,7 @@ from pvc_tui.tui.storage_views import (
     apply_status,
     apply_volumes,
 )
+from pvc_tui.tui.unreadable import UnreadableScreen
 from pvc_tui.tui.views import NodeTable, View, VMTable
 
 log = logging.getLogger("pvc_tui.dashboard")
@@ -71,6 +72,7 @@ class Dashboard(App[int]):
         Binding("colon", "command_line", "Command"),
         Binding("slash", "filter", "Filter"),
         Binding("p", "toggle_pause", "Pause"),
+        Binding("exclamation_mark", "show_unreadable", "Unreadable records", show=False),
         Binding("c", "open_console", "Console"),
         Binding("z", "zoom_console", "Zoom console", show=False),
         Binding("q", "quit", "Quit"),
@@ -340,6 +342,10 @@ class Dashboard(App[int]):
         screen: DetailScreen = (VMDetailScreen(key, self.client) if table is self.vm_table
                                 else NodeDetailScreen(key))
         self.push_screen(screen)
+
+    def action_show_unreadable(self) -> None:
+        """The records that could not be read, with the reason for each."""
+        self.push_screen(UnreadableScreen(self.invalid))
 
     def action_open_console(self) -> None:
         """Follow the selected VM's console in the pane beside the tables."""

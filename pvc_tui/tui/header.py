@@ -63,7 +63,7 @@ def render_header(facts: HeaderFacts, now: float | None = None) -> Text:
     text.append("  ")
     text.append_text(_counts("VMs", facts.vm_states))
     if facts.invalid:
-        text.append(f"  {facts.invalid} unreadable records", style="bold red")
+        text.append(f"  {facts.invalid} unreadable records (!)", style="bold red")
     if facts.readonly:
         text.append("  READ-ONLY", style="bold reverse yellow")
     return text

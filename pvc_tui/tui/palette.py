@@ -29,6 +29,7 @@ def palette_entries(app: Dashboard) -> list[Entry]:
         ("Filter rows", "regular expression, ! inverts (/)", app.action_filter),
         ("Command line", ":vm node=hv1 /web (:)", app.action_command_line),
         ("Pause or resume live updates", "(p)", app.action_toggle_pause),
+        ("Show unreadable records", "each with its reason (!)", app.action_show_unreadable),
         ("Open console of the selected VM", "follow it live (c)", app.action_open_console),
         ("Zoom console", "full screen or beside the tables (z)", app.action_zoom_console),
         ("Show details", "of the selected row (enter)", app.open_detail),
