@@ -121,7 +121,7 @@ def bench_qemu(rounds: int) -> None:
         pvc(state_dir, "demo", "up", "--driver", "qemu", "--nodes", "2", "--no-vms")
         sandbox = load(state_dir)
         assert sandbox is not None
-        with ClusterClient.connect(sandbox.zk) as client:
+        with ClusterClient.connect(sandbox.zk, credentials=sandbox.operator()) as client:
             for i in range(6):
                 name = f"g{i}"
                 xml = demo_vm_xml(sandbox, name, sandbox.nodes[0])

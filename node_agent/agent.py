@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooState
 from kazoo.exceptions import (
     ConnectionLoss,
     NodeExistsError,
@@ -40,6 +40,12 @@ from node_agent.records import AgentRecords
 from node_agent.storage import StoragePrimary
 from pvc_tui import __version__
 from pvc_tui.cluster import layout
+from pvc_tui.cluster.auth import (
+    Credentials,
+    PvcKazooClient,
+    load_credentials,
+    read_credentials_file,
+)
 from pvc_tui.cluster.client import ClusterClient
 from pvc_tui.cluster.connection import cluster_id, ensure_schema
 from pvc_tui.cluster.layout import DaemonState, PowerState
@@ -48,6 +54,13 @@ from pvc_tui.cluster.recovery import HOLDING, FenceState, set_fence
 log = logging.getLogger(__name__)
 # Fields of a VM record that change what the agent must do (runtime does not).
 _DESIRED_KEYS = ("name", "state", "node", "migration")
+
+
+def agent_credentials(config: AgentConfig) -> Credentials | None:
+    """The agent role's credentials: `zk_auth_file`, else $PVC_ZK_AUTH, else none."""
+    if config.zk_auth_file:
+        return read_credentials_file(Path(config.zk_auth_file))
+    return load_credentials()
 
 
 class NodeTaken(Exception):
@@ -88,11 +101,13 @@ class NodeAgent:
         self._pool = ThreadPoolExecutor(config.reconcile_workers, thread_name_prefix="vm")
         self._in_flight: dict[str, Future[None]] = {}
         self._deferred: set[str] = set()  # VMs a pass skipped because a task was running
-        self.zk = KazooClient(
+        credentials = agent_credentials(config)
+        self.zk = PvcKazooClient(
             hosts=config.zk,
             timeout=max(config.keepalive_interval * 2, 4.0),
             connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
             command_retry=KazooRetry(max_tries=3, max_delay=1.0),
+            auth_data=[credentials.auth] if credentials else None,
         )
         self.records = AgentRecords(self.zk, self.name)
         self.reconciler = Reconciler(self.hypervisor, self.records, self.name,
@@ -103,7 +118,7 @@ class NodeAgent:
         self.domain_runner = DomainStateRunner(self.records, config.flush_concurrency,
                                                config.target_selector)
         self.storage = (StoragePrimary(config.zk, self.name, config.ceph_conf,
-                                       config.keepalive_interval)
+                                       config.keepalive_interval, credentials)
                         if config.ceph_conf else None)
         self.dead_nodes = DeadNodeWatch(self.zk, self.name, config.keepalive_interval,
                                         config.fence_intervals, config.recovery,

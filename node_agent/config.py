@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pvc_tui.cluster.auth import read_credentials_file
 from pvc_tui.cluster.connection import check_hosts
 from pvc_tui.cluster.domain_xml import check_name
 from pvc_tui.cluster.errors import InvalidRequest
@@ -37,6 +38,7 @@ class AgentConfig:
     console_log_interval: float = 0.5  # poll interval where inotify is not available
     console_publish_interval: float = 0.05  # at most one console publish per VM per this
     ceph_conf: str = ""  # ceph.conf of the cluster's Ceph: stand for storage primary
+    zk_auth_file: str = ""  # 0600 file with the agent role's user:password (ACLs on)
     fence_intervals: int = 6  # a peer gone this many keepalive intervals is declared dead
     recovery: str = "none"  # none: the operator recovers; fence: fence, then recover
     fence_command: list[str] = field(default_factory=list)  # argv; {node} = the dead node
@@ -76,6 +78,8 @@ class AgentConfig:
         if self.recovery == "fence" and not self.fence_command:
             raise InvalidRequest("recovery = fence needs a fence_command (an argument list, "
                                  "e.g. [\"ipmitool\", \"-H\", \"{node}-ipmi\", ...])")
+        if self.zk_auth_file:
+            read_credentials_file(Path(self.zk_auth_file))  # readable, 0600, well-formed
         if self.ceph_conf and not Path(self.ceph_conf).is_file():
             raise InvalidRequest(f"ceph_conf {self.ceph_conf} is not a readable file")
         return self

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="least time between console publishes of one VM (default 0.05 s)")
     parser.add_argument("--ceph-conf", help="ceph.conf of the cluster's Ceph (this agent "
                         "then stands for storage primary)")
+    parser.add_argument("--zk-auth-file", help="file (mode 0600) with this agent's ZooKeeper "
+                        "credentials, user:password (else $PVC_ZK_AUTH)")
     parser.add_argument("--fence-intervals", type=int, help="keepalive intervals a peer may "
                         "be gone before it is declared dead (default 6)")
     parser.add_argument("--recovery", choices=["none", "fence"], help="what happens to a dead "

@@ -24,12 +24,12 @@ import threading
 import time
 from typing import Any
 
-from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.retry import KazooRetry
 
 from node_agent.storage_requests import RequestServer
 from pvc_tui.cluster import layout
+from pvc_tui.cluster.auth import Credentials, PvcKazooClient, load_acl_ids
 
 log = logging.getLogger(__name__)
 CEPH_TIMEOUT = 5  # seconds, for every librados call
@@ -57,10 +57,12 @@ def session_timeout(interval: float) -> float:
 class StoragePrimary:
     """Stands for storage primary and, while it is, publishes and serves requests."""
 
-    def __init__(self, zk_hosts: str, node: str, ceph_conf: str, interval: float) -> None:
-        self._zk = KazooClient(hosts=zk_hosts, timeout=session_timeout(interval),
-                               connection_retry=KazooRetry(max_tries=-1, max_delay=1.0),
-                               command_retry=KazooRetry(max_tries=3, max_delay=1.0))
+    def __init__(self, zk_hosts: str, node: str, ceph_conf: str, interval: float,
+                 credentials: Credentials | None = None) -> None:
+        self._zk = PvcKazooClient(hosts=zk_hosts, timeout=session_timeout(interval),
+                                  connection_retry=KazooRetry(max_tries=-1, max_delay=1.0),
+                                  command_retry=KazooRetry(max_tries=3, max_delay=1.0),
+                                  auth_data=[credentials.auth] if credentials else None)
         self._node = node
         self._ceph_conf = ceph_conf
         self._interval = interval
@@ -105,6 +107,7 @@ class StoragePrimary:
             try:
                 if not self._zk.connected:
                     self._zk.start(timeout=max(self._interval, 5.0))
+                    load_acl_ids(self._zk)
                 self._election.run(self._lead)
             except Exception as exc:  # ZooKeeper away: stand again when it is back
                 log.warning("storage election: %s", exc)

@@ -18,6 +18,7 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from pvc_tui.cluster import ClusterClient
+from pvc_tui.cluster.auth import Credentials
 from pvc_tui.sandbox import demo
 from pvc_tui.tui.app import Dashboard
 from pvc_tui.tui.progress import DomainProgressScreen
@@ -48,9 +49,10 @@ def shoot(app: Dashboard, name: str) -> None:
     print(f"screenshots: {svg.with_suffix('.png')}", file=sys.stderr)
 
 
-async def drive(hosts: str, client: ClusterClient, ceph_conf: Path) -> None:
+async def drive(hosts: str, client: ClusterClient, ceph_conf: Path,
+                credentials: Credentials) -> None:
     """Visit each view and dialog."""
-    app = Dashboard(hosts)
+    app = Dashboard(hosts, credentials=credentials)
     async with app.run_test(size=SIZE) as pilot:
         count = len(client.list_vms())
         await until(pilot, lambda: len(app.vm_table.items) == count, 30, "first load")
@@ -135,10 +137,10 @@ def main() -> int:
         sandbox = demo.up(state_dir, nodes=3,
                           progress=lambda m: print(f"sandbox: {m}", file=sys.stderr))
         try:
-            with ClusterClient.connect(sandbox.zk) as client:
+            with ClusterClient.connect(sandbox.zk, credentials=sandbox.operator()) as client:
                 assert sandbox.ceph is not None, "the screenshots need the tiny Ceph"
                 conf = Path(sandbox.ceph["state_dir"]) / "ceph.conf"
-                asyncio.run(drive(sandbox.zk, client, conf))
+                asyncio.run(drive(sandbox.zk, client, conf, sandbox.operator()))
         finally:
             demo.down(state_dir)
     return 0

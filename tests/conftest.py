@@ -6,9 +6,13 @@ Where a real dependency is missing, a test fails under CI=true and skips elsewhe
 
 from __future__ import annotations
 
+import atexit
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +23,8 @@ import pytest
 from kazoo.client import KazooClient
 
 from pvc_tui.cluster import ClusterClient, layout
-from pvc_tui.cluster.connection import wait_on_znode
+from pvc_tui.cluster.auth import ROLES, Credentials, enable_acls, write_credentials_file
+from pvc_tui.cluster.connection import connect, wait_on_znode
 from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.demo import TEST_NODE_XML
 from pvc_tui.sandbox.processes import ProcessRef, spawn, terminate
@@ -58,20 +63,51 @@ def zk_hosts(zk_server: ZooKeeperServer) -> str:
 
 
 def new_chroot(zk_server: ZooKeeperServer) -> str:
-    """A connect string with a fresh, empty chroot on `zk_server`."""
+    """A connect string with a fresh chroot on `zk_server`, with ACLs on (auth.py): every
+    test runs against a cluster that enforces its three roles."""
     chroot = f"/test-{uuid.uuid4().hex[:12]}"
     zk = KazooClient(hosts=zk_server.address)
     zk.start(timeout=10)
     zk.create(chroot)
     zk.stop()
     zk.close()
-    return f"{zk_server.address}{chroot}"
+    hosts = f"{zk_server.address}{chroot}"
+    admin = connect(hosts, 10.0, ROLE_CREDENTIALS["agent"])
+    try:
+        enable_acls(admin, ROLE_CREDENTIALS)
+    finally:
+        admin.stop()
+        admin.close()
+    return hosts
+
+
+# One set of credentials per test session; the CLI, the dashboard and everything else
+# that reads $PVC_ZK_AUTH in this process (and its children) is an operator.
+ROLE_CREDENTIALS = {role: Credentials(role, secrets.token_urlsafe(12)) for role in ROLES}
+os.environ["PVC_ZK_AUTH"] = f"operator:{ROLE_CREDENTIALS['operator'].password}"
+os.environ.pop("PVC_ZK_AUTH_FILE", None)
+
+
+def _session_agent_file() -> Path:
+    base = Path(tempfile.mkdtemp(prefix="pvc-test-auth-"))
+    atexit.register(shutil.rmtree, base, True)
+    return credentials_file(base, "agent")
+
+
+def credentials_file(base: Path, role: str) -> Path:
+    """`role`'s credentials in a 0600 file under `base` (for agents: --zk-auth-file)."""
+    path = base / f"{role}.auth"
+    if not path.exists():
+        write_credentials_file(path, ROLE_CREDENTIALS[role])
+    return path
 
 
 @pytest.fixture
 def client(zk_hosts: str) -> Iterator[ClusterClient]:
-    """A connected cluster client on the test's empty cluster."""
-    with ClusterClient.connect(zk_hosts) as c:
+    """A connected cluster client on the test's empty cluster. It holds the agent role,
+    because tests also write records the way agents do (the CLI and the dashboard in a
+    test are operators)."""
+    with ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["agent"]) as c:
         yield c
 
 
@@ -134,7 +170,8 @@ def launch_agent(zk_hosts: str, base: Path, name: str, index: int,
     xml.write_text(TEST_NODE_XML.format(cpus=8, memory_kib=16 * 1024 * 1024))
     argv = [sys.executable, "-m", "node_agent", "--name", name, "--zk", zk_hosts,
             "--libvirt-uri", f"test://{xml}", "--console-log-dir", str(node_dir),
-            "--keepalive-interval", "1", "--shutdown-timeout", "3", *extra]
+            "--keepalive-interval", "1", "--shutdown-timeout", "3",
+            "--zk-auth-file", str(credentials_file(base, "agent")), *extra]
     ref, proc = spawn(argv, node_dir / f"agent-{index}.log")
     return AgentProcess(name, ref, proc, node_dir / f"agent-{index}.log", argv)
 
@@ -200,7 +237,7 @@ def storage(zk_server: ZooKeeperServer,
     base = tmp_path_factory.mktemp("storage")
     ceph = start_ceph(base / "ceph", osds=1)
     hosts = new_chroot(zk_server)
-    client = ClusterClient.connect(hosts)
+    client = ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"])
     agent = launch_agent(hosts, base, "hv1", 0, "--ceph-conf", str(ceph.conf))
     try:
         wait_agent_running(client, agent)
@@ -211,3 +248,7 @@ def storage(zk_server: ZooKeeperServer,
         stop_agents([agent])
         client.close()
         stop_ceph(ceph)
+
+
+# For agents run inside the test process (AgentConfig(zk_auth_file=...)).
+AGENT_AUTH_FILE = _session_agent_file()

@@ -16,7 +16,7 @@ from node_agent.config import AgentConfig
 from pvc_tui.cluster import ClusterClient, layout
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.sandbox.zookeeper import start_zookeeper, stop_zookeeper
-from tests.conftest import vm_xml
+from tests.conftest import AGENT_AUTH_FILE, vm_xml
 
 URI = "test:///default"
 
@@ -24,7 +24,8 @@ URI = "test:///default"
 class AgentThread:
     def __init__(self, zk: str, name: str = "hv1") -> None:
         self.agent = NodeAgent(AgentConfig(name=name, zk=zk, libvirt_uri=URI,
-                                           keepalive_interval=1.0, shutdown_timeout=3.0))
+                                           keepalive_interval=1.0, shutdown_timeout=3.0,
+                                           zk_auth_file=str(AGENT_AUTH_FILE)))
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()
 
@@ -191,7 +192,8 @@ def test_agent_restart_continues_the_console_exactly(
         thread = AgentThread.__new__(AgentThread)
         thread.agent = NodeAgent(AgentConfig(
             name="hv1", zk=zk_hosts, libvirt_uri=URI, keepalive_interval=1.0,
-            console_log_dir=str(tmp_path), console_publish_interval=0.02))
+            console_log_dir=str(tmp_path), console_publish_interval=0.02,
+            zk_auth_file=str(AGENT_AUTH_FILE)))
         thread.thread = threading.Thread(target=thread.agent.run, daemon=True)
         thread.thread.start()
         return thread

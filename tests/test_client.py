@@ -18,7 +18,7 @@ from pvc_tui.cluster import (
     layout,
 )
 from pvc_tui.sandbox.zookeeper import free_port
-from tests.conftest import dump_tree, vm_xml
+from tests.conftest import ROLE_CREDENTIALS, dump_tree, vm_xml
 
 
 def register_node(client: ClusterClient, name: str) -> None:
@@ -83,7 +83,8 @@ def test_racing_writers_lose_no_update(client: ClusterClient, zk_hosts: str) -> 
     """Many operators change one record at once: every change lands exactly once."""
     register_node(client, "hv1")
     client.define_vm(vm_xml("web1", vcpus=1), "hv1")
-    others = [ClusterClient.connect(zk_hosts) for _ in range(6)]
+    others = [ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["agent"])
+              for _ in range(6)]
     barrier = threading.Barrier(len(others))
 
     def bump(c: ClusterClient) -> None:
@@ -130,7 +131,7 @@ def test_wait_without_agent_times_out_and_says_why(client: ClusterClient) -> Non
 def test_newer_schema_is_refused(client: ClusterClient, zk_hosts: str) -> None:
     client.zk.set(layout.SCHEMA_VERSION_PATH, b"99")
     with pytest.raises(InvalidRequest, match="newer than this program"):
-        ClusterClient.connect(zk_hosts)
+        ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["agent"])
 
 
 def test_unreachable_zookeeper_fails_within_the_timeout() -> None:
@@ -145,7 +146,7 @@ def test_store_follows_changes_as_diffs(client: ClusterClient, zk_hosts: str) ->
 
     register_node(client, "hv1")
     client.zk.create(layout.node_alive_path("hv1"), b"1")
-    watcher = ClusterClient.connect(zk_hosts)
+    watcher = ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["agent"])
     store = ClusterStore(watcher.zk)
     changes: list[StoreChange] = []
     cond = threading.Condition()

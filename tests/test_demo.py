@@ -16,6 +16,7 @@ from pvc_tui.sandbox.processes import ProcessRef, is_running
 def demo(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PVC_SANDBOX_DIR": str(state_dir)}
     env.pop("PVC_ZK", None)
+    env.pop("PVC_ZK_AUTH", None)  # the CLI finds the sandbox's operator credentials itself
     return subprocess.run([sys.executable, "-m", "pvc_tui.cli.main", *args],
                           capture_output=True, text=True, timeout=180, env=env)
 

@@ -21,7 +21,7 @@ from pvc_tui.cluster import (
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.cluster.errors import PvcError, Refused
 from pvc_tui.cluster.models import VM
-from tests.conftest import AgentFactory, AgentProcess, desired_state, vm_xml
+from tests.conftest import ROLE_CREDENTIALS, AgentFactory, AgentProcess, desired_state, vm_xml
 
 Cluster = Callable[..., list[AgentProcess]]
 
@@ -145,7 +145,8 @@ def test_racing_migrations_have_one_winner(client: ClusterClient, cluster: Clust
     cluster(3)
     client.define_vm(vm_xml("web1"), "hv1", start=True)
     client.start_vm("web1", wait=True, timeout=20)
-    racers = [ClusterClient.connect(zk_hosts) for _ in range(8)]
+    racers = [ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["agent"])
+              for _ in range(8)]
     barrier = threading.Barrier(len(racers))
     outcomes: list[VM | Exception] = []
 

@@ -131,7 +131,7 @@ def test_console_followed_from_power_on_through_live_migration(state_dir: Path) 
     assert up.returncode == 0, up.stderr
     sandbox = load(state_dir)
     assert sandbox is not None
-    with ClusterClient.connect(sandbox.zk) as client:
+    with ClusterClient.connect(sandbox.zk, credentials=sandbox.operator()) as client:
         client.define_vm(demo_vm_xml(sandbox, "talk1", sandbox.nodes[0]), "hv1")
         seen: list[ConsoleLine] = []
         stop = threading.Event()

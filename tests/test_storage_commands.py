@@ -20,7 +20,7 @@ from pvc_tui.cluster import ClusterClient, ClusterStore, StoreChange, layout
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.cluster.storage import read_volumes
 from pvc_tui.sandbox.zookeeper import ZooKeeperServer
-from tests.conftest import StorageCluster, new_chroot, vm_xml
+from tests.conftest import ROLE_CREDENTIALS, StorageCluster, new_chroot, vm_xml
 
 
 @dataclass
@@ -227,7 +227,7 @@ def test_unclaimed_request_fails_clearly_and_is_withdrawn(
                "v1", "1G"])
     err = capsys.readouterr().err
     assert rc == 1 and "no storage primary took the request within 0.5 s" in err
-    with ClusterClient.connect(hosts) as client:
+    with ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"]) as client:
         assert client.zk.get_children(layout.STORAGE_REQUESTS) == []
 
 

@@ -19,7 +19,7 @@ from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.cluster.storage import StorageStatus, parse_status
 from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.zookeeper import ZooKeeperServer
-from tests.conftest import AgentFactory, new_chroot, require
+from tests.conftest import ROLE_CREDENTIALS, AgentFactory, new_chroot, require
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_primary_dying_mid_request_fails_clearly(zk_server: ZooKeeperServer) -> 
     as an agent does (one transaction) and then ends.
     """
     hosts = new_chroot(zk_server)
-    with ClusterClient.connect(hosts) as client:
+    with ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"]) as client:
         client.zk.ensure_path(layout.STORAGE_REQUESTS)
         client.zk.ensure_path(layout.STORAGE_CLAIMS)
         outcome: dict[str, Any] = {}
@@ -108,7 +108,7 @@ def test_primary_dying_mid_request_fails_clearly(zk_server: ZooKeeperServer) -> 
 
         thread = threading.Thread(target=request)
         thread.start()
-        primary = KazooClient(hosts=hosts)
+        primary = KazooClient(hosts=hosts, auth_data=[ROLE_CREDENTIALS["agent"].auth])
         primary.start(timeout=10)
         arrived = threading.Event()
         children: list[str] = []

@@ -15,7 +15,7 @@ from kazoo.client import KazooClient
 
 from pvc_tui.cluster import ClusterClient, ClusterUnavailable, layout
 from pvc_tui.cluster.store import ClusterStore, StoreChange
-from tests.conftest import vm_xml
+from tests.conftest import ROLE_CREDENTIALS, vm_xml
 
 
 def register_node(client: ClusterClient, name: str, alive: bool = True) -> None:
@@ -127,7 +127,8 @@ def proxy(zk_hosts: str) -> Iterator[Proxy]:
 @pytest.fixture
 def watched(zk_hosts: str, proxy: Proxy) -> Iterator[tuple[ClusterStore, Recorder]]:
     """A store on its own client, connected through the proxy; started by the test."""
-    watcher = ClusterClient.connect(proxy.address + "/" + zk_hosts.split("/", 1)[1])
+    watcher = ClusterClient.connect(proxy.address + "/" + zk_hosts.split("/", 1)[1],
+                                     credentials=ROLE_CREDENTIALS["agent"])
     store = ClusterStore(watcher.zk)
     yield store, Recorder(store)
     store.stop()

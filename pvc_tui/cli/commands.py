@@ -11,6 +11,7 @@ from typing import Any
 
 from pvc_tui.cli import output
 from pvc_tui.cluster import ClusterClient, InvalidRequest, PvcError, moves
+from pvc_tui.cluster.auth import Credentials, load_credentials, read_credentials_file
 from pvc_tui.cluster.describe import flush_item
 from pvc_tui.cluster.text import printable
 
@@ -30,9 +31,26 @@ def resolve_zk(flag: str | None) -> str:
     return "127.0.0.1:2181"
 
 
+def resolve_credentials(hosts: str, state_dir: Path | None = None) -> Credentials | None:
+    """$PVC_ZK_AUTH / $PVC_ZK_AUTH_FILE / ~/.config/pvc-tui/zk-auth, else, for the running
+    sandbox's own ZooKeeper, the sandbox's operator credentials."""
+    found = load_credentials()
+    if found is not None:
+        return found
+    from pvc_tui.sandbox.demo import default_state_dir, load
+
+    sandbox = load(state_dir or default_state_dir())
+    if sandbox is not None and hosts.split("/")[0] == sandbox.zk and \
+            (file := sandbox.credentials_file("operator")).exists():
+        return read_credentials_file(file)
+    return None
+
+
 def connect(args: argparse.Namespace) -> ClusterClient:
     """A client for the cluster the arguments point at."""
-    return ClusterClient.connect(resolve_zk(args.zk), timeout=args.connect_timeout)
+    hosts = resolve_zk(args.zk)
+    return ClusterClient.connect(hosts, timeout=args.connect_timeout,
+                                 credentials=resolve_credentials(hosts, args.state_dir))
 
 
 def overview(args: argparse.Namespace) -> int:
@@ -67,7 +85,8 @@ def dashboard(args: argparse.Namespace) -> int:
     logging.getLogger("pvc_tui").addHandler(handler)
     logging.getLogger("pvc_tui").setLevel(logging.INFO)
     app = Dashboard(hosts, readonly=getattr(args, "readonly", False), log_path=log_path,
-                    connect_timeout=args.connect_timeout)
+                    connect_timeout=args.connect_timeout,
+                    credentials=resolve_credentials(hosts, args.state_dir))
     code = app.run()
     if app.fatal_error:
         print(f"pvc-tui: error: {app.fatal_error}", file=sys.stderr)

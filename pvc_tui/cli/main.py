@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NoAuthError
 
 from pvc_tui.cli import commands, console_cmd, demo_cmd, storage_cmd
 from pvc_tui.cluster.errors import PvcError
@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     except PvcError as exc:
         print(f"pvc-tui: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
+    except NoAuthError:  # the server's ACLs, not this program, refused it
+        print("pvc-tui: error: not allowed: ZooKeeper refused this to the credentials in use "
+              "($PVC_ZK_AUTH, $PVC_ZK_AUTH_FILE or ~/.config/pvc-tui/zk-auth)", file=sys.stderr)
+        return 1
     except KazooException as exc:  # the session broke mid-command
         print(f"pvc-tui: error: ZooKeeper failed: {type(exc).__name__} "
               f"{printable(exc)}".rstrip(), file=sys.stderr)

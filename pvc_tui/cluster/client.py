@@ -14,6 +14,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from pvc_tui.cluster import console, layout, moves
+from pvc_tui.cluster.auth import Credentials
 from pvc_tui.cluster.connection import (
     DEFAULT_CONNECT_TIMEOUT,
     connect,
@@ -45,9 +46,11 @@ class ClusterClient:
         self.storage = StorageAPI(self)
 
     @classmethod
-    def connect(cls, hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> ClusterClient:
-        """Connect to the ZooKeeper ensemble at `hosts`, failing within `timeout`."""
-        zk = connect(hosts, timeout)
+    def connect(cls, hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                credentials: Credentials | None = None) -> ClusterClient:
+        """Connect to the ZooKeeper ensemble at `hosts`, failing within `timeout`,
+        as `credentials` (auth.py; None: no authentication)."""
+        zk = connect(hosts, timeout, credentials)
         try:
             ensure_schema(zk)
         except Exception:

@@ -17,6 +17,7 @@ from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import KazooRetry
 
 from pvc_tui.cluster import layout
+from pvc_tui.cluster.auth import Credentials, PvcKazooClient, load_acl_ids
 from pvc_tui.cluster.errors import ClusterUnavailable, InvalidRequest, WaitTimeout
 
 T = TypeVar("T")
@@ -39,15 +40,20 @@ def check_hosts(hosts: str) -> str:
     return hosts
 
 
-def connect(hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> KazooClient:
-    """Start a kazoo client on `hosts` (host:port[,host:port][/chroot]) or fail in `timeout`."""
+def connect(hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT,
+            credentials: Credentials | None = None) -> KazooClient:
+    """Start a kazoo client on `hosts` (host:port[,host:port][/chroot]) or fail in `timeout`.
+
+    It authenticates with `credentials` and gives every znode it creates the cluster's
+    ACL (auth.py)."""
     check_hosts(hosts)
     try:
-        zk = KazooClient(
+        zk = PvcKazooClient(
             hosts=hosts,
             timeout=max(timeout, 2.0),
             connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
             command_retry=KazooRetry(max_tries=3, max_delay=1.0, deadline=timeout),
+            auth_data=[credentials.auth] if credentials else None,
         )
     except ValueError as exc:
         raise InvalidRequest(f"invalid ZooKeeper address {hosts!r}: {exc}") from None
@@ -66,7 +72,10 @@ def ensure_schema(zk: KazooClient) -> int:
     """Create the top-level layout if missing; return the cluster's schema version.
 
     A cluster written by a newer schema is refused for writing with a clear error.
+    Where ACLs are on, the roles' ids are read first, so that what is created here gets
+    its ACL.
     """
+    load_acl_ids(zk)
     for path in (layout.NODES, layout.VMS, layout.VM_NAMES, layout.CONSOLES,
                  layout.STORAGE_VOLUMES, layout.STORAGE_REQUESTS, layout.STORAGE_CLAIMS):
         zk.ensure_path(path)

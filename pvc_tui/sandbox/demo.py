@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -15,7 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pvc_tui.cluster import AlreadyExists, ClusterClient
+from pvc_tui.cluster import AlreadyExists, ClusterClient, layout
+from pvc_tui.cluster.auth import (
+    ACL_IDS_PATH,
+    ROLES,
+    Credentials,
+    enable_acls,
+    read_credentials_file,
+    write_credentials_file,
+)
+from pvc_tui.cluster.connection import connect
 from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.layout import VMState
 from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
@@ -82,6 +92,14 @@ class Sandbox:
         """host:port of the sandbox's ZooKeeper."""
         return f"{self.zk_host}:{self.zk_port}"
 
+    def credentials_file(self, role: str) -> Path:
+        """The 0600 file holding the ZooKeeper credentials of `role` (auth.ROLES)."""
+        return Path(self.state_dir) / "auth" / role
+
+    def operator(self) -> Credentials:
+        """The operator role's credentials, for clients of this sandbox."""
+        return read_credentials_file(self.credentials_file("operator"))
+
     def save(self) -> None:
         """Write STATE_FILE atomically."""
         path = Path(self.state_dir) / STATE_FILE
@@ -97,6 +115,7 @@ class Sandbox:
             "state_dir": self.state_dir,
             "driver": self.driver,
             "ceph_conf": str(Path(self.ceph["state_dir"]) / "ceph.conf") if self.ceph else None,
+            "credentials": {role: str(self.credentials_file(role)) for role in ROLES},
             "ceph_running": self.ceph is not None and all(
                 is_running(p) for p in CephCluster.from_dict(self.ceph).processes),
             "nodes": [
@@ -172,12 +191,14 @@ def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
                           address_block=_free_address_block() if driver == "qemu" else 0)
     _ensure_zookeeper(sandbox, say)
     sandbox.save()
+    _ensure_acls(sandbox)
     if ceph:
         _ensure_ceph(sandbox, say)
         sandbox.save()
     _ensure_nodes(sandbox, nodes or len(sandbox.nodes) or 3, keepalive_interval, say)
     sandbox.save()
-    with ClusterClient.connect(sandbox.zk, timeout=10.0) as client:
+    operator = read_credentials_file(sandbox.credentials_file("operator"))
+    with ClusterClient.connect(sandbox.zk, timeout=10.0, credentials=operator) as client:
         for node in sandbox.nodes:
             _wait_registered(client, node)
         if demo_vms and not sandbox.demo_vms_defined:
@@ -201,6 +222,22 @@ def _ensure_zookeeper(sandbox: Sandbox, say: Any) -> None:
     server = start_zookeeper(Path(sandbox.state_dir) / "zookeeper",
                              port=sandbox.zk_port or None)
     sandbox.zk_port, sandbox.zk_process = server.port, server.process
+
+
+def _ensure_acls(sandbox: Sandbox) -> None:
+    """Credentials for the three roles (0600 files), and ACLs on in a new cluster."""
+    for role in ROLES:
+        path = sandbox.credentials_file(role)
+        if not path.exists():
+            write_credentials_file(path, Credentials(role, secrets.token_urlsafe(18)))
+    roles = {role: read_credentials_file(sandbox.credentials_file(role)) for role in ROLES}
+    zk = connect(sandbox.zk, 10.0, roles["agent"])
+    try:
+        if zk.exists(ACL_IDS_PATH) is None and zk.exists(layout.ROOT) is None:
+            enable_acls(zk, roles)
+    finally:
+        zk.stop()
+        zk.close()
 
 
 def _ensure_ceph(sandbox: Sandbox, say: Any) -> None:
@@ -238,7 +275,8 @@ def _ensure_nodes(sandbox: Sandbox, count: int, keepalive: float, say: Any) -> N
             argv = [sys.executable, "-m", "node_agent", "--name", name, "--zk", sandbox.zk,
                     "--libvirt-uri", node.libvirt_uri,
                     "--console-log-dir", node.console_log_dir,
-                    "--keepalive-interval", str(keepalive), "--shutdown-timeout", "20"]
+                    "--keepalive-interval", str(keepalive), "--shutdown-timeout", "20",
+                    "--zk-auth-file", str(sandbox.credentials_file("agent"))]
             if sandbox.ceph:  # the agents stand for storage primary on the tiny Ceph
                 argv += ["--ceph-conf", str(CephCluster.from_dict(sandbox.ceph).conf)]
             if node.migration_uri:  # qemu nodes: live migration between libvirtds

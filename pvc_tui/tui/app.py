@@ -27,6 +27,7 @@ from textual.widgets import ContentSwitcher, Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from pvc_tui.cluster import ClusterClient
+from pvc_tui.cluster.auth import Credentials, load_credentials
 from pvc_tui.cluster.errors import ClusterUnavailable, PvcError
 from pvc_tui.cluster.storage import StorageStatus
 from pvc_tui.cluster.store import ClusterStore
@@ -79,9 +80,11 @@ class Dashboard(App[int]):
     ]
 
     def __init__(self, hosts: str, *, readonly: bool = False, log_path: Path | None = None,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, credentials: Credentials | None = None) -> None:
         super().__init__()
         self.hosts = hosts
+        # default: as the CLI finds them ($PVC_ZK_AUTH, ...); never shown anywhere
+        self.credentials = credentials if credentials is not None else load_credentials()
         self.readonly = readonly
         self.log_path = log_path
         self.connect_timeout = connect_timeout
@@ -139,7 +142,8 @@ class Dashboard(App[int]):
         while not worker.is_cancelled:
             client: ClusterClient | None = None
             try:
-                client = ClusterClient.connect(self.hosts, timeout=self.connect_timeout)
+                client = ClusterClient.connect(self.hosts, timeout=self.connect_timeout,
+                                               credentials=self.credentials)
                 store = ClusterStore(client.zk)
                 store.subscribe(self.feed.add)
                 store.start()

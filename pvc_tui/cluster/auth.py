@@ -1,0 +1,194 @@
+"""ZooKeeper access control: who may read and change what (digest auth, three roles).
+
+- `agent`: everything the agents write (node records and liveness, runtime, consoles,
+  storage status, volumes and claims) and everything operators may;
+- `operator`: desired state (define, start, migrate, flush requests, storage requests),
+  and read everything, consoles included; no creating nodes, no writing what agents
+  publish;
+- `viewer`: read everything except consoles; no writes at all.
+
+ZooKeeper enforces this: a viewer's write is refused by the server (NoAuth), not only
+hidden by the UI. The roles' digest ids live in ACL_IDS_PATH (written once, when ACLs
+are switched on); every znode a client creates gets the ACL `acl_for(path)` gives, so
+no create call anywhere has to spell one.
+
+Credentials (`user:password`) come from $PVC_ZK_AUTH, or a file named by
+$PVC_ZK_AUTH_FILE (the agent: `zk_auth_file`), or ~/.config/pvc-tui/zk-auth; a file must
+not be readable by group or others. They never come from the command line and never
+appear in a message or a log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kazoo.client import KazooClient, TransactionRequest
+from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.security import ACL, make_acl, make_digest_acl_credential
+
+from pvc_tui.cluster import layout
+from pvc_tui.cluster.errors import InvalidRequest
+
+ROLES = ("agent", "operator", "viewer")
+ACL_IDS_PATH = f"{layout.ROOT}/schema/acl"  # {"agent": "agent:<digest>", ...}
+DEFAULT_FILE = Path.home() / ".config" / "pvc-tui" / "zk-auth"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A ZooKeeper digest identity; `repr` hides the password."""
+
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(user={self.user!r})"
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        """kazoo's auth_data entry."""
+        return ("digest", f"{self.user}:{self.password}")
+
+    @property
+    def digest_id(self) -> str:
+        """The ACL id ZooKeeper derives from these credentials."""
+        return str(make_digest_acl_credential(self.user, self.password))
+
+
+def parse_credentials(text: str, where: str) -> Credentials:
+    """`user:password` (one line); InvalidRequest naming `where`, never the content."""
+    user, sep, password = text.strip().partition(":")
+    if not sep or not user or not password or "\n" in password:
+        raise InvalidRequest(f"{where}: expected one line user:password")
+    return Credentials(user, password)
+
+
+def read_credentials_file(path: Path) -> Credentials:
+    """Credentials from a file that only its owner may read."""
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise InvalidRequest(f"credentials file {path} is readable by others: "
+                                 f"chmod 600 {path}")
+        return parse_credentials(path.read_text(), f"credentials file {path}")
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read credentials file {path}: {exc.strerror}") from None
+
+
+def load_credentials(file: str | Path | None = None) -> Credentials | None:
+    """$PVC_ZK_AUTH, else `file`, else $PVC_ZK_AUTH_FILE, else the default file, else None."""
+    if text := os.environ.get("PVC_ZK_AUTH"):
+        return parse_credentials(text, "$PVC_ZK_AUTH")
+    for candidate in (file, os.environ.get("PVC_ZK_AUTH_FILE")):
+        if candidate:
+            return read_credentials_file(Path(candidate))
+    if DEFAULT_FILE.exists():
+        return read_credentials_file(DEFAULT_FILE)
+    return None
+
+
+def write_credentials_file(path: Path, credentials: Credentials) -> None:
+    """Create (or replace) a 0600 credentials file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{credentials.user}:{credentials.password}\n")
+    os.chmod(path, 0o600)
+
+
+def acl_for(path: str, ids: dict[str, str]) -> list[ACL]:
+    """The ACL of a znode at `path`, by what it holds (see the module docstring)."""
+    agent = make_acl("digest", ids["agent"], all=True)
+    viewer = [make_acl("digest", ids["viewer"], read=True)]
+    read_only = make_acl("digest", ids["operator"], read=True)
+    if path.startswith(layout.CONSOLES):
+        return [agent, read_only]
+    if path.startswith(layout.STORAGE_REQUESTS):
+        return [agent, make_acl("digest", ids["operator"], read=True, write=True, create=True,
+                                delete=True), *viewer]
+    if path == layout.STORAGE:  # operators add requests; what they create gets its own ACL
+        return [agent, make_acl("digest", ids["operator"], read=True, create=True), *viewer]
+    nodes = layout.NODES + "/"
+    if path == layout.NODES or path.startswith(layout.STORAGE) or path == ACL_IDS_PATH \
+            or (path.startswith(nodes) and path.endswith("/alive")):
+        return [agent, read_only, *viewer]
+    if path.startswith(nodes):  # a node record: operators request flush / ready on it
+        return [agent, make_acl("digest", ids["operator"], read=True, write=True), *viewer]
+    return [agent, make_acl("digest", ids["operator"], read=True, write=True, create=True,
+                            delete=True), *viewer]
+
+
+class _Transaction(TransactionRequest):  # type: ignore[misc]
+    def create(self, path: str, value: bytes = b"", acl: Any = None, ephemeral: bool = False,
+               sequence: bool = False) -> None:
+        if acl is None:
+            acl = self.client.acl_of(path)
+        super().create(path, value, acl=acl, ephemeral=ephemeral, sequence=sequence)
+
+    def commit(self) -> list[Any]:
+        """As kazoo's, but a refusal by the ACLs is raised, not returned among the results:
+        no caller mistakes it for a lost race and retries."""
+        results: list[Any] = super().commit()
+        for result in results:
+            if isinstance(result, NoAuthError):
+                raise NoAuthError()
+        return results
+
+
+class PvcKazooClient(KazooClient):  # type: ignore[misc]
+    """A kazoo client that gives every znode it creates the cluster's ACL for its path."""
+
+    acl_ids: dict[str, str] | None = None  # None: ACLs are off in this cluster
+
+    def acl_of(self, path: str) -> list[ACL] | None:
+        """The ACL a new znode at `path` gets (None: kazoo's open default)."""
+        return None if self.acl_ids is None else acl_for(path, self.acl_ids)
+
+    def create_async(self, path: str, value: bytes = b"", acl: Any = None,
+                     ephemeral: bool = False, sequence: bool = False, makepath: bool = False,
+                     include_data: bool = False) -> Any:
+        if acl is None:
+            acl = self.acl_of(path)
+        return super().create_async(path, value, acl=acl, ephemeral=ephemeral,
+                                    sequence=sequence, makepath=makepath,
+                                    include_data=include_data)
+
+    def ensure_path_async(self, path: str, acl: Any = None) -> Any:
+        # kazoo passes a child's ACL down to every missing parent (create with makepath):
+        # with ACLs on, each parent gets the ACL of its own path instead
+        return super().ensure_path_async(path, acl=None if self.acl_ids is not None else acl)
+
+    def transaction(self) -> TransactionRequest:
+        return _Transaction(self)
+
+
+def load_acl_ids(zk: PvcKazooClient | KazooClient) -> None:
+    """Read the roles' ids (if ACLs are on) so that creates get the right ACL."""
+    try:
+        data, _ = zk.get(ACL_IDS_PATH)
+    except NoNodeError:
+        ids = None
+    else:
+        raw = json.loads(data.decode())
+        ids = {role: str(raw[role]) for role in ROLES}
+    if isinstance(zk, PvcKazooClient):
+        zk.acl_ids = ids
+
+
+def enable_acls(zk: KazooClient, roles: dict[str, Credentials]) -> None:
+    """Switch ACLs on for a new cluster (before anything else is created in it): record
+    the three roles' ids; from then on every client gives each znode its ACL."""
+    ids = {role: roles[role].digest_id for role in ROLES}
+    client = zk if isinstance(zk, PvcKazooClient) else None
+    if client is not None:
+        client.acl_ids = ids
+    for path in (layout.ROOT, f"{layout.ROOT}/schema"):
+        if zk.exists(path) is None:
+            zk.create(path, b"", acl=acl_for(path, ids))
+    zk.create(ACL_IDS_PATH, json.dumps(ids, sort_keys=True).encode(),
+              acl=acl_for(ACL_IDS_PATH, ids))

@@ -1,0 +1,124 @@
+"""Access control enforced by ZooKeeper itself: agent, operator and viewer roles.
+
+Every test's cluster runs with ACLs on (conftest.new_chroot); these tests check what each
+role may not do, that the refusal comes from the server, and that credentials never leak.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+
+from pvc_tui.cluster import ClusterClient, layout
+from pvc_tui.cluster.auth import ACL_IDS_PATH
+from pvc_tui.tui.app import Dashboard
+from tests.conftest import ROLE_CREDENTIALS, AgentFactory, desired_state, vm_xml
+from tests.dashboard_helpers import until
+from tests.test_cli import pvc
+from tests.test_console import FAST, running_vm, write
+
+
+def as_role(role: str) -> dict[str, str]:
+    return {"PVC_ZK_AUTH": f"{role}:{ROLE_CREDENTIALS[role].password}"}
+
+
+@pytest.fixture
+def cluster(client: ClusterClient, start_agent: AgentFactory) -> ClusterClient:
+    log = running_vm(client, start_agent("hv1", *FAST), "web1")
+    write(log, b"secret console text\n")
+    client.define_vm(vm_xml("off1"), "hv1")
+    return client
+
+
+def test_viewer_reads_but_zookeeper_refuses_its_writes(cluster: ClusterClient,
+                                                       zk_hosts: str) -> None:
+    before = desired_state(cluster.zk)
+    listed = pvc("vm", "list", zk=zk_hosts, env=as_role("viewer"))
+    assert listed.returncode == 0 and "web1" in listed.stdout
+    for args in (("vm", "stop", "web1"), ("vm", "define", "-", "--node", "hv1"),
+                 ("node", "flush", "hv1"), ("vm", "migrate", "web1", "--target", "hv1")):
+        run = pvc(*args, zk=zk_hosts, env=as_role("viewer"), stdin=vm_xml("new1"))
+        assert run.returncode in (1, 2), args
+        if run.returncode == 1:
+            assert "not allowed" in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert desired_state(cluster.zk) == before
+    # the library, straight to the server: refused there, not by the UI
+    with ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["viewer"]) as viewer:
+        with pytest.raises(NoAuthError):
+            viewer.stop_vm("web1")
+        with pytest.raises(NoAuthError):
+            viewer.zk.set(layout.node_path("hv1"), b"{}")
+    assert desired_state(cluster.zk) == before
+
+
+def test_consoles_are_for_operators_and_agents(cluster: ClusterClient, zk_hosts: str) -> None:
+    from pvc_tui.cluster import console
+
+    deadline = time.monotonic() + 15
+    while not (console.tail(cluster, "web1") or ([], ""))[0]:  # the agent publishes it
+        assert time.monotonic() < deadline, "the console was never published"
+        time.sleep(0.1)
+    shown = pvc("vm", "log", "web1", zk=zk_hosts, env=as_role("operator"))
+    assert shown.returncode == 0 and "secret console text" in shown.stdout
+    refused = pvc("vm", "log", "web1", zk=zk_hosts, env=as_role("viewer"))
+    assert refused.returncode == 1 and "not allowed" in refused.stderr
+    assert "secret console text" not in refused.stdout + refused.stderr
+    anonymous = KazooClient(hosts=zk_hosts)
+    anonymous.start(timeout=10)
+    try:
+        with pytest.raises(NoAuthError):
+            anonymous.get_children(layout.VMS)
+        with pytest.raises(NoAuthError):
+            anonymous.get_children(layout.CONSOLES)
+    finally:
+        anonymous.stop()
+        anonymous.close()
+
+
+def test_operators_cannot_write_what_agents_publish(cluster: ClusterClient,
+                                                    zk_hosts: str) -> None:
+    with ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["operator"]) as op:
+        for attempt in (lambda: op.zk.create(layout.node_path("fake9"), b"{}"),
+                        lambda: op.zk.delete(layout.node_alive_path("hv1")),
+                        lambda: op.zk.create(layout.volume_path("rbd", "fake"), b"{}"),
+                        lambda: op.zk.create(f"{layout.STORAGE_CLAIMS}/x", b""),
+                        lambda: op.zk.set(ACL_IDS_PATH, b"{}")):
+            with pytest.raises(NoAuthError):
+                attempt()
+        op.stop_vm("off1")  # desired state is theirs
+        op.flush_node("hv1")  # and node requests
+
+
+async def test_readonly_dashboard_with_viewer_credentials(cluster: ClusterClient,
+                                                          zk_hosts: str) -> None:
+    app = Dashboard(zk_hosts, readonly=True, credentials=ROLE_CREDENTIALS["viewer"])
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: len(app.vm_table.items) == 2, what="VMs shown")
+        assert app.invalid == {}
+        assert app.crashes == []
+
+
+def test_credentials_files_and_secrecy(cluster: ClusterClient, zk_hosts: str,
+                                      start_agent: AgentFactory, tmp_path: Path) -> None:
+    loose = tmp_path / "loose.auth"
+    loose.write_text(f"operator:{ROLE_CREDENTIALS['operator'].password}\n")
+    os.chmod(loose, 0o644)
+    env = {"PVC_ZK_AUTH": "", "PVC_ZK_AUTH_FILE": str(loose)}
+    run = pvc("vm", "list", zk=zk_hosts, env=env)
+    assert run.returncode == 2 and "readable by others: chmod 600" in run.stderr
+    assert ROLE_CREDENTIALS["operator"].password not in run.stderr
+    agent = start_agent("hv2", "--zk-auth-file", str(loose), wait=False)
+    assert agent.proc.wait(timeout=20) == 2
+    assert "readable by others" in agent.log_text()
+    # a wrong password: a clear failure that shows no password
+    wrong = pvc("vm", "list", zk=zk_hosts, env={"PVC_ZK_AUTH": "operator:not-the-password"})
+    assert wrong.returncode == 1 and "not-the-password" not in wrong.stderr + wrong.stdout
+    assert wrong.stderr.count("\n") == 1, wrong.stderr
+    for role in ("agent", "operator"):
+        assert ROLE_CREDENTIALS[role].password not in (tmp_path / "hv1" / "agent-0.log"
+                                                       ).read_text()
