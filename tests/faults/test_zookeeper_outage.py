@@ -1,0 +1,96 @@
+"""All of ZooKeeper down for 30 s, under a running agent, a guest printing, the CLI and the
+dashboard: guests keep running, console lines printed meanwhile arrive afterwards, the
+CLI fails fast, the dashboard shows the outage and recovers by itself."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pvc_tui.cluster import ClusterClient, console, layout
+from pvc_tui.cluster.connection import wait_on_znode
+from pvc_tui.sandbox.zookeeper import start_zookeeper, stop_zookeeper
+from pvc_tui.tui.app import Dashboard
+from tests.conftest import (
+    ROLE_CREDENTIALS,
+    launch_agent,
+    new_chroot,
+    require,
+    stop_agents,
+    vm_xml,
+    wait_agent_running,
+)
+from tests.dashboard_helpers import until
+from tests.test_cli import pvc
+from tests.test_console import log_of, write
+
+OUTAGE = 30.0
+
+
+async def test_zookeeper_down_for_30_seconds(tmp_path: Path) -> None:
+    from pvc_tui.sandbox.zookeeper import zookeeper_unavailable_reason
+
+    require(zookeeper_unavailable_reason())
+    server = start_zookeeper(tmp_path / "zk", fast_unsafe=True)
+    hosts = new_chroot(server)
+    client = ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"])
+    agent = launch_agent(hosts, tmp_path, "hv1", 0, "--console-publish-interval", "0.02")
+    try:
+        wait_agent_running(client, agent)
+        client.define_vm(vm_xml("web1"), "hv1", start=True)
+        client.start_vm("web1", wait=True, timeout=20)
+        log = log_of(agent, "web1")
+        write(log, b"before the outage\n")
+        uuid = client.get_vm("web1").uuid
+
+        def running(data: bytes | None, stat: Any) -> dict[str, Any] | None:
+            runtime = layout.decode(data, layout.VM_FIELDS)["runtime"] if data else {}
+            return runtime if runtime.get("power_state") == "running" else None
+
+        cpu_before = wait_on_znode(client.zk, layout.vm_path(uuid), running, 20,
+                                   lambda: "web1 not running")["cpu_time_ns"]
+        app = Dashboard(hosts, connect_timeout=2.0)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: len(app.vm_table.items) == 1, what="first load")
+            stop_zookeeper(server)
+            went = time.monotonic()
+            await until(pilot, lambda: app.facts.connection != "connected", what="outage shown")
+            banner = str(app.main_screen.query_one("#banner").render())
+            assert "ZooKeeper" in banner and "stale" in banner
+            # the CLI fails fast and clearly
+            began = time.monotonic()
+            cli = pvc("--connect-timeout", "2", "vm", "list", zk=hosts)
+            assert cli.returncode == 1 and "cannot reach ZooKeeper" in cli.stderr
+            assert time.monotonic() - began < 15  # a bound on hanging, not a speed target
+            for i in range(50):  # the guest keeps printing
+                write(log, b"during the outage %d\n" % i)
+            await pilot.pause(max(0.0, OUTAGE - (time.monotonic() - went)))
+            assert agent.proc.poll() is None, agent.log_text()
+            server = start_zookeeper(tmp_path / "zk", port=server.port, fast_unsafe=True)
+            await until(pilot, lambda: app.facts.connection == "connected"
+                        and app.facts.stale_since is None, timeout=60, what="live again")
+            write(log, b"after the outage\n")
+            await until(pilot, lambda: app.vm_table.items[uuid].power_state == "running",
+                        timeout=30, what="web1 running in the dashboard")
+            assert app.crashes == []
+        with ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"]) as fresh:
+            deadline = time.monotonic() + 30
+            while True:  # the agent publishes what it kept once it is back
+                kept = (console.tail(fresh, "web1") or ([], ""))[0]
+                lines = [line.text for line in kept]
+                if "after the outage" in lines:
+                    break
+                assert time.monotonic() < deadline, lines[-5:]
+                time.sleep(0.2)
+            assert [f"during the outage {i}" for i in range(50)] == \
+                [t for t in lines if t.startswith("during")]
+            assert lines.index("before the outage") < lines.index("during the outage 0")
+            vm = fresh.get_vm("web1")
+            assert vm.state == "start" and vm.power_state == "running"
+            assert vm.runtime.cpu_time_ns >= cpu_before  # the same guest: never restarted
+            assert not any(line.marker for line in kept), [ln.text for ln in kept if ln.marker]
+    finally:
+        stop_agents([agent])
+        client.close()
+        stop_zookeeper(server)
