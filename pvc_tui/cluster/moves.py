@@ -173,7 +173,7 @@ def request_domain_state(client: ClusterClient, name: str, action: DomainAction,
     path = layout.node_path(name)
     for _ in range(20):
         node = client.get_node(name)
-        if node.daemon_state != DaemonState.RUN:
+        if node.daemon_state not in (DaemonState.RUN, DaemonState.INIT):  # init: starting
             raise Refused(f"node {name}'s agent is {node.daemon_state}: nothing would carry "
                           f"out the {action}")
         data, stat = client.zk.get(path)
