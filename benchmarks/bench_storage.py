@@ -28,8 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kazoo.recipe.watchers import ChildrenWatch
-
 from pvc_tui.cluster import ClusterClient, ClusterStore, StoreChange, layout
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.sandbox.ceph import start_ceph, stop_ceph
@@ -152,11 +150,9 @@ def main() -> int:
                                 "--console-log-dir", str(base), "--ceph-conf",
                                 str(ceph.conf), "--keepalive-interval", str(args.keepalive)],
                                base / "agent2.log")
-            standing = threading.Event()
-            ChildrenWatch(client.zk, layout.STORAGE_ELECTION,
-                          lambda children: standing.set() if len(children) >= 2 else None)
-            if not standing.wait(60):
-                raise SystemExit("the standby agent never stood in the election")
+            wait_on_znode(client.zk, layout.node_alive_path("hv2"), lambda d, s: True, 60,
+                          lambda: "the standby agent never started")
+            time.sleep(1.0)  # measurement setup: its storage session connects meanwhile
             os.kill(agent.pid, signal.SIGKILL)
             killed = time.monotonic()
             wait_on_znode(client.zk, layout.STORAGE_STATUS,

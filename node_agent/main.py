@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <pid>`: every thread's stack into the log, for a stuck agent
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     return agent.run()
 
 

@@ -1,7 +1,7 @@
 """The storage primary: one agent at a time publishes Ceph's state and runs requests.
 
 Agents with a Ceph config stand in a ZooKeeper election, on a ZooKeeper session of
-their own whose timeout is 0.6 x the keepalive interval (at least 2 s), so that when a
+their own whose timeout is 0.6 x the keepalive interval (at least 4 s), so that when a
 primary dies its election znode goes, and another agent leads, within one keepalive
 interval; the agent's main session keeps its longer timeout, so a short stall costs at
 most the storage role, never the node's liveness. The winner connects to Ceph
@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from kazoo.client import KazooState
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.retry import KazooRetry
 
@@ -50,8 +51,9 @@ def encode_volume(volume: dict[str, Any]) -> bytes:
 
 
 def session_timeout(interval: float) -> float:
-    """The storage session's timeout: 0.6 x the keepalive interval, at least 2 s."""
-    return max(0.6 * interval, 2.0)
+    """The storage session's timeout: 0.6 x the keepalive interval, at least 4 s (a
+    session must outlive a ZooKeeper leader election, which takes 1-2 s)."""
+    return max(0.6 * interval, 4.0)
 
 
 class StoragePrimary:
@@ -68,12 +70,13 @@ class StoragePrimary:
         self._interval = interval
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._election = self._zk.Election(layout.STORAGE_ELECTION, identifier=node)
         self._thread = threading.Thread(target=self._run, name="storage", daemon=True)
         self._volumes: dict[str, bytes] = {}  # published volume records, by znode name
         self._touched: set[tuple[str, str]] = set()  # (pool, volume or "") changed since
         self._touched_lock = threading.Lock()
         self._next_scan = 0.0  # monotonic time of the next full volume scan
+        self._sessions_lost = 0  # ZooKeeper sessions ended so far (a leadership's epoch)
+        self._zk.add_listener(self._on_state)
 
     def start(self) -> None:
         """Stand in the election (in the background)."""
@@ -83,7 +86,6 @@ class StoragePrimary:
         """Leave the election, stop publishing, end the storage session."""
         self._stop.set()
         self._wake.set()
-        self._election.cancel()
         self._thread.join(timeout=CEPH_TIMEOUT + 2)
         self._zk.stop()
         self._zk.close()
@@ -103,23 +105,63 @@ class StoragePrimary:
         self._wake.set()
 
     def _run(self) -> None:
+        """The election, level-triggered: whoever holds the ephemeral STORAGE_PRIMARY leads;
+        the others try to create it whenever it goes (a watch) and at least every
+        interval (so a watch lost with a connection costs one interval, never a hang)."""
         while not self._stop.is_set():
             try:
                 if not self._zk.connected:
                     self._zk.start(timeout=max(self._interval, 5.0))
                     load_acl_ids(self._zk)
-                self._election.run(self._lead)
+                if self._hold_primary():
+                    self._lead()
+                    self._resign()
+                    self._stop.wait(0.1)
             except Exception as exc:  # ZooKeeper away: stand again when it is back
                 log.warning("storage election: %s", exc)
-            self._stop.wait(1.0)
+                self._stop.wait(1.0)
 
-    def _leading(self, session: Any) -> bool:
-        return not self._stop.is_set() and self._zk.client_id == session
+    def _hold_primary(self) -> bool:
+        """True once this agent's session holds STORAGE_PRIMARY; else waits for a change."""
+        try:
+            self._zk.create(layout.STORAGE_PRIMARY, self._node.encode(), ephemeral=True,
+                            makepath=True)
+            return True
+        except NodeExistsError:
+            pass
+        changed = threading.Event()
+        stat = self._zk.exists(layout.STORAGE_PRIMARY, watch=lambda _event: changed.set())
+        if stat is not None and stat.ephemeralOwner == self._zk.client_id[0]:
+            return True  # still ours (this session won it before)
+        deadline = time.monotonic() + self._interval
+        while stat is not None and not self._stop.is_set() and not changed.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            changed.wait(min(remaining, 0.5))  # 0.5: notice stop() promptly
+        return False
+
+    def _resign(self) -> None:
+        """Give up STORAGE_PRIMARY if this session still holds it (leading ended)."""
+        stat = self._zk.exists(layout.STORAGE_PRIMARY)
+        if stat is not None and stat.ephemeralOwner == self._zk.client_id[0]:
+            with contextlib.suppress(NoNodeError):
+                self._zk.delete(layout.STORAGE_PRIMARY, version=stat.version)
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.LOST:  # the session ended: so did any leadership of it
+            self._sessions_lost += 1
+            self._wake.set()
+
+    def _leading(self, generation: int) -> bool:
+        # not client_id: kazoo reports None for it while merely reconnecting, and a
+        # reconnection within the session keeps the leadership (and the ephemeral)
+        return not self._stop.is_set() and self._sessions_lost == generation
 
     def _lead(self) -> None:
         import rados
 
-        session = self._zk.client_id
+        session = self._sessions_lost
         log.info("storage primary: this node (%s)", self._node)
         cluster = rados.Rados(conffile=self._ceph_conf, conf={
             "rados_mon_op_timeout": str(CEPH_TIMEOUT), "client_mount_timeout": str(CEPH_TIMEOUT),

@@ -23,6 +23,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
+from kazoo.retry import KazooRetry
 
 from node_agent.storage_ceph import CommandError
 from node_agent.storage_commands import READ_ONLY, execute
@@ -32,6 +33,8 @@ from pvc_tui.cluster.layout import RecordError, RequestState
 log = logging.getLogger(__name__)
 STALE_GRACE = 30.0  # seconds past its claim timeout before a pending request is dropped
 ANSWERED_TTL = 600.0  # seconds an answered request waits for its client to collect it
+# through a ZooKeeper leader change (about a second); a session that ended is not retried
+_RETRY = KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0, deadline=30.0)
 
 
 class RequestServer:
@@ -109,11 +112,20 @@ class RequestServer:
             else:
                 self._claim_and_execute(request_id, request, stat.version)
         elif state == RequestState.CLAIMED:
-            if self._zk.exists(layout.storage_claim_path(request_id)) is None:
+            claim = layout.storage_claim_path(request_id)
+            owner = self._zk.exists(claim)
+            if owner is None:
                 self._answer(path, stat.version, None, CommandError(
                     "failed", f"the storage primary {request['claimed_by']} stopped while "
                     "running it; Ceph may or may not have applied it: check before retrying"),
                     request)
+            elif owner.ephemeralOwner == self._zk.client_id[0]:
+                # ours, yet not running (one at a time): its answer was lost with the
+                # connection; say so rather than leave the client waiting
+                self._answer(path, stat.version, None, CommandError(
+                    "failed", "the storage primary lost its answer to a ZooKeeper "
+                    "connection failure; Ceph may or may not have applied it: check before "
+                    "retrying"), request, claim)
         elif time.time() - stat.mtime / 1000 > ANSWERED_TTL:
             self._delete(path, stat.version)  # answered, never collected
 
@@ -122,12 +134,22 @@ class RequestServer:
         path = layout.storage_request_path(request_id)
         claim = layout.storage_claim_path(request_id)
         claimed = {**request, "state": RequestState.CLAIMED.value, "claimed_by": self._node}
-        transaction = self._zk.transaction()
-        transaction.set_data(path, layout.encode(claimed), version=version)
-        transaction.create(claim, self._node.encode(), ephemeral=True)
-        results = transaction.commit()
+
+        def claim_it() -> list[Any]:
+            transaction = self._zk.transaction()
+            transaction.set_data(path, layout.encode(claimed), version=version)
+            transaction.create(claim, self._node.encode(), ephemeral=True)
+            results: list[Any] = transaction.commit()
+            return results
+
+        results = _RETRY.copy()(claim_it)
         if any(isinstance(r, Exception) for r in results):
-            return  # withdrawn by its client, or claimed by another primary: not ours
+            owner = self._zk.exists(claim)  # a commit that a connection loss hid?
+            if owner is None or owner.ephemeralOwner != self._zk.client_id[0]:
+                return  # withdrawn by its client, or claimed by another primary: not ours
+        claimed_version = self._zk.exists(path)
+        if claimed_version is None:
+            return
         command = str(request["command"])
         started = time.monotonic()
         error: CommandError | None = None
@@ -143,7 +165,7 @@ class RequestServer:
             error = CommandError("failed", f"internal error: {type(exc).__name__}: {exc}")
         log.info("storage request %s %s in %.0f ms: %s", request_id, command,
                  (time.monotonic() - started) * 1000, "ok" if error is None else error)
-        self._answer(path, results[0].version, result, error, claimed, claim)
+        self._answer(path, claimed_version.version, result, error, claimed, claim)
         if command not in READ_ONLY:
             self._changed(dict(request["args"]))
 
@@ -160,14 +182,21 @@ class RequestServer:
                         error="the result is too large for ZooKeeper (more than "
                         f"{layout.MAX_RESULT_BYTES // 1024} KiB)")
             data = layout.encode(done, limit=layout.MAX_RESULT_BYTES)
-        transaction = self._zk.transaction()
-        transaction.set_data(path, data, version=version)
-        if claim is not None:
-            transaction.delete(claim)
-        if any(isinstance(r, Exception) for r in transaction.commit()) and claim is not None:
-            # the client withdrew meanwhile: the claim must still go
+        def answer_it() -> list[Any]:
+            transaction = self._zk.transaction()
+            transaction.set_data(path, data, version=version)
+            if claim is not None:
+                transaction.delete(claim)
+            results: list[Any] = transaction.commit()
+            return results
+
+        # a lost connection must not lose the answer: retried until the leader is back
+        if any(isinstance(r, Exception) for r in _RETRY.copy()(answer_it)) and \
+                claim is not None:
+            # the client withdrew meanwhile (or a hidden commit went through): the claim
+            # must go either way
             with contextlib.suppress(NoNodeError):
-                self._zk.delete(claim)
+                _RETRY.copy()(self._zk.delete, claim)
 
     def _delete(self, path: str, version: int) -> None:
         with contextlib.suppress(NoNodeError, BadVersionError, NodeExistsError):

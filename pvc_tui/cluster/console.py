@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import ConnectionLoss, NoNodeError, OperationTimeoutError
 from kazoo.recipe.watchers import DataWatch
 
 from pvc_tui.cluster import layout
@@ -216,15 +216,26 @@ def follow(client: ClusterClient, name: str, last: int = 10,
             if not alive:  # the watch on the VM record saw it deleted
                 yield Ended(f"VM {vm.name} was undefined")
                 return
-            meta = read_meta(client, vm.uuid)
-            if meta is None:
+            try:
+                meta = read_meta(client, vm.uuid)
+                if meta is None:
+                    continue
+                start = max(meta["first_seq"], meta["next_seq"] - max(last, 0)) \
+                    if cursor is None else cursor
+                lines = read_lines(client, vm.uuid, max(start, meta["first_seq"]),
+                                   meta["next_seq"])
+            except (ConnectionLoss, OperationTimeoutError):
+                # a ZooKeeper leader change, say: nothing was yielded from this read, so
+                # reading again later keeps every line exactly once
+                stop.wait(0.2)
+                changed.put(True)
                 continue
             if cursor is None:
-                cursor = max(meta["first_seq"], meta["next_seq"] - max(last, 0))
+                cursor = start
             elif cursor < meta["first_seq"]:
                 yield Gap(meta["first_seq"] - cursor)
                 cursor = meta["first_seq"]
-            for line in read_lines(client, vm.uuid, cursor, meta["next_seq"]):
+            for line in lines:
                 if line.seq > cursor:  # a chunk vanished under us: say what was lost
                     yield Gap(line.seq - cursor)
                 yield line

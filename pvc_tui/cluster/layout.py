@@ -15,7 +15,7 @@ XML) live in child znodes.
     /pvc/vm_names/<name>           the VM's uuid (unique-name index, written in the same
                                    transaction as the VM record)
     /pvc/consoles/<uuid>           console buffer meta, with chunks of lines as children
-    /pvc/storage/election/...      the storage primary's election (kazoo Election)
+    /pvc/storage/primary           ephemeral, holding the storage primary's node name
     /pvc/storage/status            what Ceph reports (STORAGE_STATUS_FIELDS)
     /pvc/storage/volumes/<p>@<v>   one RBD volume (STORAGE_VOLUME_FIELDS)
     /pvc/storage/requests/<id>     a storage request and, once answered, its result
@@ -165,13 +165,13 @@ NODE_FIELDS: dict[str, Any] = {
 }
 
 
-# Storage (Ceph): the primary agent, elected under STORAGE_ELECTION, publishes what
+# Storage (Ceph): the primary agent, the holder of the ephemeral STORAGE_PRIMARY, publishes what
 # Ceph reports into STORAGE_STATUS and one record per RBD volume under STORAGE_VOLUMES,
 # and executes the requests clients create under STORAGE_REQUESTS: it claims one by a
 # compare-and-set of the request together with an ephemeral STORAGE_CLAIMS/<id> (gone
 # if the primary dies), and writes the result and deletes the claim in one transaction.
 STORAGE = f"{ROOT}/storage"
-STORAGE_ELECTION = f"{STORAGE}/election"
+STORAGE_PRIMARY = f"{STORAGE}/primary"  # ephemeral: its holder is the storage primary
 STORAGE_STATUS = f"{STORAGE}/status"
 STORAGE_VOLUMES = f"{STORAGE}/volumes"  # children: <pool>@<volume>, percent-encoded
 STORAGE_REQUESTS = f"{STORAGE}/requests"

@@ -20,10 +20,18 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, KazooException, NoNodeError, NotEmptyError
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+)
+from kazoo.retry import KazooRetry
 
 from pvc_tui.cluster import layout
 from pvc_tui.cluster.errors import (
@@ -38,12 +46,23 @@ from pvc_tui.cluster.layout import RequestState
 
 DEFAULT_CLAIM_TIMEOUT = 5.0
 DEFAULT_RESULT_TIMEOUT = 120.0
+RETRY_SECONDS = 30.0
+MAX_WAIT = 5.0  # re-read at least this often: a belt to the watches' braces
+T = TypeVar("T")
 _ERRORS: dict[str, type[PvcError]] = {"invalid": InvalidRequest, "not_found": NotFound,
                                       "exists": AlreadyExists}
 
 
 class StorageUnavailable(OperationFailed):
     """No storage primary took the request: nothing was done."""
+
+
+def _retry(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`func` again through a lost connection (a leader election takes about a second),
+    for up to RETRY_SECONDS; a session that ended is not retried."""
+    retry = KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0, deadline=RETRY_SECONDS)
+    result: T = retry(func, *args, **kwargs)
+    return result
 
 
 def _describe(command: str) -> str:
@@ -59,13 +78,15 @@ def submit(zk: KazooClient, command: str, args: dict[str, Any],
     record = {**layout.STORAGE_REQUEST_FIELDS, "id": request_id, "command": command,
               "args": args, "requested_by": f"{socket.gethostname()} {os.getpid()}",
               "claim_timeout": claim_timeout}
-    zk.create(path, layout.encode(record), makepath=True)
+    # NodeExists: created before a connection loss hid the reply (the id is ours alone)
+    with contextlib.suppress(NodeExistsError):
+        _retry(zk.create, path, layout.encode(record), makepath=True)
     try:
         return _wait(zk, request_id, command, claim_timeout, timeout)
     finally:
         # a request left behind (ZooKeeper gone now) is collected by the primary
         with contextlib.suppress(NoNodeError, NotEmptyError, KazooException):
-            zk.delete(path)
+            _retry(zk.delete, path)
 
 
 def _wait(zk: KazooClient, request_id: str, command: str, claim_timeout: float,
@@ -77,12 +98,26 @@ def _wait(zk: KazooClient, request_id: str, command: str, claim_timeout: float,
     def on_event(_event: object) -> None:
         changed.set()
 
+    # kazoo drops watches with a lost connection: any change of connection state means
+    # "read again" (which sets them again)
+    zk.add_listener(on_event)
+    try:
+        return _wait_events(zk, path, claim, command, claim_timeout, timeout, changed,
+                            on_event)
+    finally:
+        zk.remove_listener(on_event)
+
+
+def _wait_events(zk: KazooClient, path: str, claim: str, command: str, claim_timeout: float,
+                 timeout: float, changed: threading.Event,
+                 on_event: Callable[[object], None]) -> Any:
+    """The loop of `_wait`: re-read after every event (or MAX_WAIT), act on the state."""
     claim_deadline = time.monotonic() + claim_timeout
     result_deadline: float | None = None
     while True:
         changed.clear()
         try:
-            data, stat = zk.get(path, watch=on_event)
+            data, stat = _retry(zk.get, path, watch=on_event)
         except NoNodeError:
             raise OperationFailed(f"{_describe(command)}: the request was removed before "
                                   "it finished (by another client?)") from None
@@ -94,20 +129,20 @@ def _wait(zk: KazooClient, request_id: str, command: str, claim_timeout: float,
         if state == RequestState.PENDING:
             if now >= claim_deadline:
                 try:
-                    zk.delete(path, version=stat.version)
+                    _retry(zk.delete, path, version=stat.version)
                 except BadVersionError:
                     continue  # claimed just now: wait for it
                 raise StorageUnavailable(
                     f"{_describe(command)}: no storage primary took the request within "
                     f"{claim_timeout:g} s (is an agent with a Ceph config running?); "
                     "it was withdrawn, nothing changed")
-            changed.wait(claim_deadline - now)
+            changed.wait(min(claim_deadline - now, MAX_WAIT))
             continue
         if result_deadline is None:
             result_deadline = now + timeout
-        if zk.exists(claim, watch=on_event) is None:
+        if _retry(zk.exists, claim, watch=on_event) is None:
             # the result and the claim's removal are one transaction: re-read once
-            data, _ = zk.get(path)
+            data, _ = _retry(zk.get, path)
             request = layout.decode(data, layout.STORAGE_REQUEST_FIELDS,
                                     layout.MAX_RESULT_BYTES)
             if request["state"] == RequestState.DONE:
@@ -120,7 +155,7 @@ def _wait(zk: KazooClient, request_id: str, command: str, claim_timeout: float,
             raise WaitTimeout(f"{_describe(command)}: no result from the storage primary "
                               f"{request['claimed_by']} after {timeout:g} s; it may still "
                               "finish")
-        changed.wait(result_deadline - now)
+        changed.wait(min(result_deadline - now, MAX_WAIT))
 
 
 def _outcome(command: str, request: dict[str, Any]) -> Any:

@@ -8,6 +8,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pvc_tui.sandbox.processes import ProcessRef, is_running, spawn, terminate
 
@@ -91,6 +92,41 @@ def four_letter(host: str, port: int, command: str = "srvr", timeout: float = 1.
         return ""
 
 
+def _config(data_dir: Path, host: str, port: int, tick_ms: int, fast_unsafe: bool,
+            extra: list[str]) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = data_dir / "zoo.cfg"
+    lines = [
+        f"tickTime={tick_ms}", f"dataDir={data_dir / 'data'}", f"clientPort={port}",
+        f"clientPortAddress={host}", "admin.enableServer=false",
+        "4lw.commands.whitelist=ruok,srvr,mntr,stat", "maxClientCnxns=0",
+        "minSessionTimeout=1000", "maxSessionTimeout=60000", *extra,
+    ]
+    if fast_unsafe:
+        lines.append("forceSync=no")
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def _launch(data_dir: Path, host: str, port: int) -> tuple[ProcessRef, Any]:
+    argv = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.jmx.log4j.disable=true",
+            "-cp", ":".join(ZOOKEEPER_JARS), MAIN_CLASS, str(data_dir / "zoo.cfg")]
+    return spawn(argv, data_dir / "zookeeper.log")
+
+
+def _wait_serving(ref: ProcessRef, proc: Any, host: str, port: int, data_dir: Path,
+                  timeout: float) -> ZooKeeperServer:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ZooKeeperError(f"ZooKeeper exited at start; see {data_dir / 'zookeeper.log'}")
+        if four_letter(host, port).startswith("Zookeeper version"):
+            return ZooKeeperServer(ref, host, port, data_dir)
+        time.sleep(0.05)  # a server that is starting has no event to wait on
+    terminate([ref])
+    raise ZooKeeperError(f"ZooKeeper did not serve on {host}:{port} within {timeout:g} s")
+
+
 def start_zookeeper(data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
                     tick_ms: int = 500, fast_unsafe: bool = False,
                     timeout: float = 30.0) -> ZooKeeperServer:
@@ -103,29 +139,65 @@ def start_zookeeper(data_dir: Path, port: int | None = None, host: str = "127.0.
     if reason:
         raise ZooKeeperError(reason)
     port = port or free_port(host)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    cfg = data_dir / "zoo.cfg"
-    lines = [
-        f"tickTime={tick_ms}", f"dataDir={data_dir / 'data'}", f"clientPort={port}",
-        f"clientPortAddress={host}", "admin.enableServer=false",
-        "4lw.commands.whitelist=ruok,srvr,mntr,stat", "maxClientCnxns=0",
-        "minSessionTimeout=1000", "maxSessionTimeout=60000",
-    ]
-    if fast_unsafe:
-        lines.append("forceSync=no")
-    cfg.write_text("\n".join(lines) + "\n")
-    argv = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.jmx.log4j.disable=true",
-            "-cp", ":".join(ZOOKEEPER_JARS), MAIN_CLASS, str(cfg)]
-    ref, proc = spawn(argv, data_dir / "zookeeper.log")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ZooKeeperError(f"ZooKeeper exited at start; see {data_dir / 'zookeeper.log'}")
-        if four_letter(host, port).startswith("Zookeeper version"):
-            return ZooKeeperServer(ref, host, port, data_dir)
-        time.sleep(0.05)  # a server that is starting has no event to wait on
-    terminate([ref])
-    raise ZooKeeperError(f"ZooKeeper did not serve on {host}:{port} within {timeout:g} s")
+    _config(data_dir, host, port, tick_ms, fast_unsafe, [])
+    ref, proc = _launch(data_dir, host, port)
+    return _wait_serving(ref, proc, host, port, data_dir, timeout)
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Several servers forming one ZooKeeper service."""
+
+    servers: tuple[ZooKeeperServer, ...]
+
+    @property
+    def address(self) -> str:
+        """host:port,host:port,... for clients."""
+        return ",".join(s.address for s in self.servers)
+
+    def leader(self) -> ZooKeeperServer | None:
+        """The server that leads now, if any."""
+        return next((s for s in self.servers
+                     if "Mode: leader" in four_letter(s.host, s.port)), None)
+
+    def healthy(self) -> bool:
+        """Every server serves, as the leader or a follower of it."""
+        modes = [four_letter(s.host, s.port) for s in self.servers]
+        return sum("Mode: leader" in m for m in modes) == 1 and \
+            all("Mode: leader" in m or "Mode: follower" in m for m in modes)
+
+
+def start_ensemble(base_dir: Path, count: int = 3, host: str = "127.0.0.1",
+                   tick_ms: int = 500, fast_unsafe: bool = False,
+                   timeout: float = 60.0) -> Ensemble:
+    """Start `count` servers (ports: client, peer, election each) forming one ensemble;
+    return once every one serves (so a quorum and a leader exist)."""
+    reason = zookeeper_unavailable_reason()
+    if reason:
+        raise ZooKeeperError(reason)
+    base = free_port_block(3 * count, host)
+    members = [f"server.{i + 1}={host}:{base + 3 * i + 1}:{base + 3 * i + 2}"
+               for i in range(count)]
+    started = []
+    try:
+        for i in range(count):
+            data_dir = base_dir / f"zk{i + 1}"
+            _config(data_dir, host, base + 3 * i, tick_ms, fast_unsafe,
+                    ["initLimit=10", "syncLimit=5", *members])
+            (data_dir / "data").mkdir(parents=True, exist_ok=True)
+            (data_dir / "data" / "myid").write_text(f"{i + 1}\n")
+            started.append((*_launch(data_dir, host, base + 3 * i), base + 3 * i, data_dir))
+        return Ensemble(tuple(_wait_serving(ref, proc, host, port, data_dir, timeout)
+                              for ref, proc, port, data_dir in started))
+    except BaseException:
+        terminate([ref for ref, *_ in started])
+        raise
+
+
+def restart_server(server: ZooKeeperServer, timeout: float = 60.0) -> ZooKeeperServer:
+    """Start a stopped server again from its own directory (same ports, same data)."""
+    ref, proc = _launch(server.data_dir, server.host, server.port)
+    return _wait_serving(ref, proc, server.host, server.port, server.data_dir, timeout)
 
 
 def stop_zookeeper(server: ZooKeeperServer) -> None:
@@ -139,4 +211,5 @@ def zookeeper_running(server: ZooKeeperServer) -> bool:
         server.host, server.port).startswith("Zookeeper version")
 
 
-__all__ = ["ZooKeeperServer", "start_zookeeper", "stop_zookeeper"]
+__all__ = ["Ensemble", "ZooKeeperServer", "restart_server", "start_ensemble",
+           "start_zookeeper", "stop_zookeeper"]

@@ -8,6 +8,8 @@ import signal
 import time
 from collections import Counter
 
+from kazoo.exceptions import KazooException
+
 from pvc_tui.cluster import ClusterClient, console, moves
 from pvc_tui.cluster.layout import VMState
 from tests.conftest import AgentFactory, AgentProcess, vm_xml, wait_agent_running
@@ -30,9 +32,14 @@ def settled_once(client: ClusterClient, names: list[str], timeout: float = 40) -
     deadline = time.monotonic() + timeout
     while True:
         counts: Counter[str] = Counter()
-        for node in client.list_nodes():
-            counts.update(v for v in node.running_vms if v in names)
-        vms = [client.get_vm(n) for n in names]
+        try:
+            for node in client.list_nodes():
+                counts.update(v for v in node.running_vms if v in names)
+            vms = [client.get_vm(n) for n in names]
+        except KazooException:  # a ZooKeeper leader change under way: look again
+            assert time.monotonic() < deadline, "ZooKeeper did not come back"
+            time.sleep(0.2)
+            continue
         if all(v.power_state == "running" and v.runtime.node == v.node and v.migration is None
                for v in vms) and all(counts[n] == 1 for n in names):
             return counts
