@@ -26,8 +26,8 @@ def resolve_zk(flag: str | None) -> str:
     from pvc_tui.sandbox.processes import is_running
 
     sandbox = load(default_state_dir())
-    if sandbox and sandbox.zk_process and is_running(sandbox.zk_process):
-        return sandbox.zk
+    if sandbox and any(is_running(server.process) for server in sandbox.zk_servers()):
+        return sandbox.zk  # an ensemble serves with one of its servers down
     return "127.0.0.1:2181"
 
 

@@ -22,7 +22,8 @@ def demo_up(args: argparse.Namespace) -> int:
         sandbox = demo.up(state_dir, nodes=args.nodes, driver=args.driver,
                           demo_vms=not args.no_vms,
                           keepalive_interval=args.keepalive_interval, progress=_progress,
-                          ceph=not getattr(args, "no_ceph", False))
+                          ceph=not getattr(args, "no_ceph", False),
+                          zk_servers=getattr(args, "zk_servers", None))
     except (ZooKeeperError, OSError, RuntimeError) as exc:
         raise PvcError(f"sandbox failed to start: {exc}") from None
     print(f"sandbox up: {len(sandbox.nodes)} {sandbox.driver} nodes, ZooKeeper at "

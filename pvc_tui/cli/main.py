@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "possible); test: libvirt's test driver")
     p.add_argument("--no-vms", action="store_true", help="do not define demo VMs")
     p.add_argument("--no-ceph", action="store_true", help="do not start the tiny Ceph")
+    p.add_argument("--zk-servers", type=int, choices=(1, 3, 5),
+                   help="ZooKeeper servers: 3 or 5 form an ensemble (a new sandbox only; "
+                   "default 1)")
     p.add_argument("--keepalive-interval", type=seconds, default=5.0, help=argparse.SUPPRESS)
     _state_dir(p)
     p.set_defaults(run=demo_cmd.demo_up)

@@ -30,7 +30,13 @@ from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.layout import VMState
 from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.processes import ProcessRef, is_running, spawn, terminate
-from pvc_tui.sandbox.zookeeper import ZooKeeperServer, start_zookeeper, zookeeper_running
+from pvc_tui.sandbox.zookeeper import (
+    ZooKeeperServer,
+    restart_server,
+    start_ensemble,
+    start_zookeeper,
+    zookeeper_running,
+)
 
 STATE_FILE = "sandbox.json"
 LIBVIRTD_TCP_PORT = 16509
@@ -86,11 +92,25 @@ class Sandbox:
     demo_vms_defined: bool = False  # only the first `up` defines them
     address_block: int = 0  # qemu: node i listens on 127.0.0.(10 + 10 * block + i)
     ceph: dict[str, Any] | None = None  # CephCluster.to_dict() of the tiny Ceph, if any
+    # an ensemble's other servers (the first is zk_process/zk_port): [pid, start, port]
+    zk_peers: list[list[int]] = field(default_factory=list)
 
     @property
     def zk(self) -> str:
-        """host:port of the sandbox's ZooKeeper."""
-        return f"{self.zk_host}:{self.zk_port}"
+        """The connect string of the sandbox's ZooKeeper (every server of an ensemble)."""
+        return ",".join(f"{self.zk_host}:{port}"
+                        for port in [self.zk_port, *(p[2] for p in self.zk_peers)])
+
+    def zk_servers(self) -> list[ZooKeeperServer]:
+        """Every ZooKeeper server the sandbox started (one, or an ensemble)."""
+        base = Path(self.state_dir) / "zookeeper"
+        if not self.zk_peers:
+            return [ZooKeeperServer(self.zk_process, self.zk_host, self.zk_port, base)] \
+                if self.zk_process else []
+        refs = [(self.zk_process, self.zk_port),
+                *((ProcessRef(p[0], p[1]), p[2]) for p in self.zk_peers)]
+        return [ZooKeeperServer(ref, self.zk_host, port, base / f"zk{i + 1}")
+                for i, (ref, port) in enumerate(refs) if ref is not None]
 
     def credentials_file(self, role: str) -> Path:
         """The 0600 file holding the ZooKeeper credentials of `role` (auth.ROLES)."""
@@ -111,7 +131,9 @@ class Sandbox:
         """The `demo status` document."""
         return {
             "zk": self.zk,
-            "zk_running": self.zk_process is not None and is_running(self.zk_process),
+            "zk_running": bool(self.zk_servers()) and all(
+                is_running(s.process) for s in self.zk_servers()),
+            "zk_servers": 1 + len(self.zk_peers),
             "state_dir": self.state_dir,
             "driver": self.driver,
             "ceph_conf": str(Path(self.ceph["state_dir"]) / "ceph.conf") if self.ceph else None,
@@ -151,17 +173,21 @@ def load(state_dir: Path) -> Sandbox | None:
                    zk_port=raw["zk_port"], zk_process=_ref(raw.get("zk_process")), nodes=nodes,
                    demo_vms_defined=bool(raw.get("demo_vms_defined")),
                    address_block=int(raw.get("address_block", 0)),
-                   ceph=raw.get("ceph") if isinstance(raw.get("ceph"), dict) else None)
+                   ceph=raw.get("ceph") if isinstance(raw.get("ceph"), dict) else None,
+                   zk_peers=[[int(x) for x in p] for p in raw.get("zk_peers", [])])
 
 
 def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
        demo_vms: bool = True, keepalive_interval: float = 5.0,
-       progress: Any = None, ceph: bool = True) -> Sandbox:
+       progress: Any = None, ceph: bool = True, zk_servers: int | None = None) -> Sandbox:
     """Start (or complete) the sandbox; idempotent. Returns once agents run.
 
     `nodes` defaults to 3 for a new sandbox and to its current size for an existing one.
-    With `ceph`, a tiny real Ceph runs beside it (see sandbox/ceph.py).
+    With `ceph`, a tiny real Ceph runs beside it (see sandbox/ceph.py). `zk_servers` 3 or
+    5 runs a ZooKeeper ensemble instead of one server (a new sandbox only).
     """
+    if zk_servers is not None and zk_servers not in (1, 3, 5):
+        raise InvalidRequest("--zk-servers must be 1, 3 or 5")
     say = progress or (lambda msg: None)
     if nodes is not None and not 1 <= nodes <= 9:
         raise InvalidRequest("--nodes must be between 1 and 9")
@@ -176,6 +202,9 @@ def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
                 "run `pvc-tui demo down` first"
             )
         sandbox = existing
+        if zk_servers is not None and zk_servers != 1 + len(existing.zk_peers):
+            raise InvalidRequest(f"this sandbox runs {1 + len(existing.zk_peers)} ZooKeeper "
+                                 "server(s): run `pvc-tui demo down` first to change that")
     else:
         driver = driver or default_driver()
         if driver not in ("qemu", "test"):
@@ -189,7 +218,7 @@ def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
         sandbox = Sandbox(state_dir=str(state_dir), driver=driver, zk_host="127.0.0.1",
                           zk_port=0,
                           address_block=_free_address_block() if driver == "qemu" else 0)
-    _ensure_zookeeper(sandbox, say)
+    _ensure_zookeeper(sandbox, say, zk_servers or 1)
     sandbox.save()
     _ensure_acls(sandbox)
     if ceph:
@@ -210,7 +239,10 @@ def up(state_dir: Path, nodes: int | None = None, driver: str | None = None,
     return sandbox
 
 
-def _ensure_zookeeper(sandbox: Sandbox, say: Any) -> None:
+def _ensure_zookeeper(sandbox: Sandbox, say: Any, servers: int) -> None:
+    if sandbox.zk_peers or (servers > 1 and sandbox.zk_process is None):
+        _ensure_ensemble(sandbox, say, servers)
+        return
     server = None
     if sandbox.zk_process is not None:
         server = ZooKeeperServer(sandbox.zk_process, sandbox.zk_host, sandbox.zk_port,
@@ -222,6 +254,28 @@ def _ensure_zookeeper(sandbox: Sandbox, say: Any) -> None:
     server = start_zookeeper(Path(sandbox.state_dir) / "zookeeper",
                              port=sandbox.zk_port or None)
     sandbox.zk_port, sandbox.zk_process = server.port, server.process
+
+
+def _ensure_ensemble(sandbox: Sandbox, say: Any, servers: int) -> None:
+    """A new ensemble of `servers`, or the recorded one with any stopped server restarted."""
+    if sandbox.zk_process is None:
+        say(f"starting a ZooKeeper ensemble of {servers} servers")
+        ensemble = start_ensemble(Path(sandbox.state_dir) / "zookeeper", servers)
+        first, *others = ensemble.servers
+        sandbox.zk_port, sandbox.zk_process = first.port, first.process
+        sandbox.zk_peers = [[s.process.pid, s.process.start_time, s.port] for s in others]
+        return
+    current = sandbox.zk_servers()
+    for i, server in enumerate(current):
+        if not zookeeper_running(server):
+            terminate([server.process])
+            say(f"restarting ZooKeeper server {i + 1}")
+            again = restart_server(server)
+            if i == 0:
+                sandbox.zk_process = again.process
+            else:
+                sandbox.zk_peers[i - 1] = [again.process.pid, again.process.start_time,
+                                           again.port]
 
 
 def _ensure_acls(sandbox: Sandbox) -> None:
@@ -397,7 +451,6 @@ def down(state_dir: Path) -> bool:
                 stop_libvirtd_node(_libvirtd_of(node, LibvirtdNode))
     if sandbox.ceph is not None:
         stop_ceph(CephCluster.from_dict(sandbox.ceph))
-    if sandbox.zk_process is not None:
-        terminate([sandbox.zk_process])
+    terminate([s.process for s in sandbox.zk_servers()])
     shutil.rmtree(sandbox.state_dir, ignore_errors=True)
     return True

@@ -4,6 +4,8 @@ the agents and the dashboard carry on."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -173,3 +175,40 @@ async def test_leader_killed_during_operations(tmp_path: Path) -> None:
         stop_ceph(ceph)
         for server in ensemble.servers:
             stop_zookeeper(server)
+
+
+def test_sandbox_runs_an_ensemble(tmp_path: Path) -> None:
+    """`demo up --zk-servers 3`: the cluster works through a dead server; `up` restarts it;
+    `down` ends every server."""
+    import json
+
+    from pvc_tui.sandbox.processes import ProcessRef, is_running
+    from tests.test_demo import demo
+
+    require(zookeeper_unavailable_reason())
+    state = tmp_path / "sandbox"
+    try:
+        up = demo(state, "demo", "up", "--driver", "test", "--zk-servers", "3", "--no-ceph",
+                  "--nodes", "1")
+        assert up.returncode == 0, up.stderr
+        status = json.loads(demo(state, "demo", "status").stdout)
+        assert status["zk_servers"] == 3 and status["zk"].count(",") == 2
+        before = json.loads(demo(state, "vm", "list", "--format", "json").stdout)
+        raw = json.loads((state / "sandbox.json").read_text())
+        servers = [ProcessRef(**raw["zk_process"])] + [ProcessRef(p[0], p[1])
+                                                          for p in raw["zk_peers"]]
+        os.kill(servers[0].pid, signal.SIGKILL)
+        listed = demo(state, "vm", "list", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) and len(json.loads(listed.stdout)) == len(before)
+        again = demo(state, "demo", "up")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(demo(state, "demo", "status").stdout)["zk_running"]
+        refused = demo(state, "demo", "up", "--zk-servers", "1")
+        assert refused.returncode == 2 and "demo down" in refused.stderr
+        raw = json.loads((state / "sandbox.json").read_text())
+        servers = [ProcessRef(**raw["zk_process"])] + [ProcessRef(p[0], p[1])
+                                                          for p in raw["zk_peers"]]
+    finally:
+        demo(state, "demo", "down")
+    assert not any(is_running(s) for s in servers)
