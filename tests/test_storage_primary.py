@@ -163,3 +163,56 @@ def test_changes_publish_at_once_between_full_scans(
     client.storage.pools.remove("gone")
     published("gone", "v", present=False)
     assert time.monotonic() - started < 25  # all before the next full scan
+
+
+def test_primary_killed_mid_request_then_restarted(
+        client: ClusterClient, start_agent: AgentFactory, ceph: CephCluster) -> None:
+    """SIGKILL the primary while it copies a volume: the requester gets a clear failure
+    (never a hang), the restarted agent serves again, and the copy exists at most once."""
+    import rados
+    import rbd
+
+    agent = start_agent("hv1", "--ceph-conf", str(ceph.conf))
+    wait_status(client, lambda s: s.pool("rbd") is not None, 30, "no storage status")
+    client.storage.volumes.add("rbd", "big", 256 << 20)
+    cluster = rados.Rados(conffile=str(ceph.conf))
+    cluster.connect(timeout=10)
+    try:  # real data, so that a full copy takes a while
+        with cluster.open_ioctx("rbd") as ioctx, rbd.Image(ioctx, "big") as image:
+            for i in range(48):
+                image.write(bytes([i]) * (4 << 20), i * (4 << 20))
+    finally:
+        cluster.shutdown()
+    outcome: dict[str, Any] = {}
+
+    def copy() -> None:
+        try:
+            outcome["volume"] = client.storage.volumes.clone("rbd", "big", "big-copy")
+        except OperationFailed as exc:
+            outcome["error"] = str(exc)
+
+    claimed = threading.Event()
+
+    def on_claims(children: list[str]) -> bool:
+        if children:
+            claimed.set()
+        return not claimed.is_set()
+
+    from kazoo.recipe.watchers import ChildrenWatch
+
+    ChildrenWatch(client.zk, layout.STORAGE_CLAIMS, on_claims)
+    thread = threading.Thread(target=copy)
+    thread.start()
+    assert claimed.wait(30), "the copy was never claimed"
+    os.kill(agent.ref.pid, signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the requester hung"
+    print(f"copy with its primary killed: {outcome}")
+    if "error" in outcome:
+        assert "stopped while running it" in outcome["error"], outcome
+    start_agent("hv1", "--ceph-conf", str(ceph.conf))
+    client.storage.claim_timeout = 30.0
+    names = [v.name for v in client.storage.volumes.list("rbd")]
+    assert names.count("big-copy") <= 1 and names.count("big") == 1
+    client.storage.volumes.add("rbd", "after-restart", 1 << 20)
