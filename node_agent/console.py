@@ -283,6 +283,11 @@ class ConsoleManager:
 
     def _publish(self, tails: list[_Tail]) -> dict[str, _Tail]:
         """Publish these buffers together; returns those still to publish."""
+        if not self._zk.connected:
+            # ZooKeeper away: a request sent now would wait in kazoo's queue, and this
+            # thread with it, so the files would go unread. Keep reading instead: each
+            # writer holds its newest lines (bounded), published once ZooKeeper is back.
+            return {t.writer.uuid: t for t in tails if t.writer.dirty()}
         ready = [t for t in tails if not t.writer.held()]  # held: a handover under way
         try:
             self.bytes_published += publish_together(self._zk, [t.writer for t in ready])
