@@ -14,7 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from kazoo.exceptions import KazooException, NoAuthError
+from kazoo.exceptions import (
+    ConnectionLoss,
+    KazooException,
+    NoAuthError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
 
 from pvc_tui.cli import commands, console_cmd, demo_cmd, storage_cmd
 from pvc_tui.cluster.errors import PvcError
@@ -221,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     except NoAuthError:  # the server's ACLs, not this program, refused it
         print("pvc-tui: error: not allowed: ZooKeeper refused this to the credentials in use "
               "($PVC_ZK_AUTH, $PVC_ZK_AUTH_FILE or ~/.config/pvc-tui/zk-auth)", file=sys.stderr)
+        return 1
+    except (ConnectionLoss, SessionExpiredError):  # mid-command, e.g. during a write
+        print("pvc-tui: error: lost the connection to ZooKeeper mid-command: a change it "
+              "was making may or may not have been applied; check, then retry",
+              file=sys.stderr)
+        return 1
+    except OperationTimeoutError as exc:
+        print(f"pvc-tui: error: {printable(exc)}", file=sys.stderr)
         return 1
     except KazooException as exc:  # the session broke mid-command
         print(f"pvc-tui: error: ZooKeeper failed: {type(exc).__name__} "

@@ -23,12 +23,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.exceptions import ConnectionLoss, NoAuthError, NoNodeError, OperationTimeoutError
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.security import ACL, make_acl, make_digest_acl_credential
 
 from pvc_tui.cluster import layout
@@ -144,6 +147,11 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
     """A kazoo client that gives every znode it creates the cluster's ACL for its path."""
 
     acl_ids: dict[str, str] | None = None  # None: ACLs are off in this cluster
+    # Library clients (CLI, dashboard) set this: a read that loses its connection (a
+    # leader change, say) is sent again, and a read not answered within this many
+    # seconds fails with OperationTimeoutError instead of waiting for ZooKeeper forever.
+    # None (the agents): kazoo's own behaviour.
+    read_deadline: float | None = None
 
     def acl_of(self, path: str) -> list[ACL] | None:
         """The ACL a new znode at `path` gets (None: kazoo's open default)."""
@@ -165,6 +173,33 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
 
     def transaction(self) -> TransactionRequest:
         return _Transaction(self)
+
+    def get(self, path: str, watch: Any = None) -> Any:
+        return self._read(lambda: self.get_async(path, watch=watch))
+
+    def get_children(self, path: str, watch: Any = None, include_data: bool = False) -> Any:
+        return self._read(lambda: self.get_children_async(path, watch=watch,
+                                                          include_data=include_data))
+
+    def exists(self, path: str, watch: Any = None) -> Any:
+        return self._read(lambda: self.exists_async(path, watch=watch))
+
+    def _read(self, send: Callable[[], Any]) -> Any:
+        """One read, repeated if the connection drops while it is in flight (reads are
+        safe to repeat; a repeat waits in kazoo's queue until a server answers)."""
+        if self.read_deadline is None:
+            return send().get()
+        deadline = time.monotonic() + self.read_deadline
+        while True:
+            try:
+                return send().get(timeout=max(0.0, deadline - time.monotonic()))
+            except ConnectionLoss:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)  # let kazoo see the drop and start reconnecting
+            except KazooTimeoutError:
+                raise OperationTimeoutError(
+                    f"ZooKeeper did not answer within {self.read_deadline:g} s") from None
 
 
 def load_acl_ids(zk: PvcKazooClient | KazooClient) -> None:

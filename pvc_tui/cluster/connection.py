@@ -22,6 +22,7 @@ from pvc_tui.cluster.errors import ClusterUnavailable, InvalidRequest, WaitTimeo
 
 T = TypeVar("T")
 DEFAULT_CONNECT_TIMEOUT = 5.0
+READ_DEADLINE = 10.0  # at least: a read may wait out a leader change this long
 
 # kazoo logs every failed connection attempt at WARNING; the library reports failures
 # as exceptions instead, so keep its chatter off the operator's terminal by default.
@@ -57,6 +58,7 @@ def connect(hosts: str, timeout: float = DEFAULT_CONNECT_TIMEOUT,
         )
     except ValueError as exc:
         raise InvalidRequest(f"invalid ZooKeeper address {hosts!r}: {exc}") from None
+    zk.read_deadline = max(2 * timeout, READ_DEADLINE)
     try:
         zk.start(timeout=timeout)
     except KazooTimeoutError:

@@ -212,3 +212,58 @@ def test_sandbox_runs_an_ensemble(tmp_path: Path) -> None:
     finally:
         demo(state, "demo", "down")
     assert not any(is_running(s) for s in servers)
+
+
+def test_reads_ride_through_a_leader_change(tmp_path: Path) -> None:
+    """Reads in flight when the leader dies are sent again: a library client (the CLI's and
+    the dashboard's) reading in a loop never sees the leader change; with every server
+    gone, a read fails within its deadline instead of waiting forever."""
+    from tests.dashboard_helpers import seed_cluster
+
+    require(zookeeper_unavailable_reason())
+    ensemble = start_ensemble(tmp_path / "zk", 3, fast_unsafe=True)
+    hosts = new_chroot(ensemble)  # type: ignore[arg-type]
+    client = ClusterClient.connect(hosts, timeout=5, credentials=ROLE_CREDENTIALS["agent"])
+    reads, failures = 0, []
+    stop = threading.Event()
+
+    def read_loop() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                assert len(client.list_vms()) == 6 and client.get_node("hv3").name == "hv3"
+                reads += 1
+            except Exception as exc:  # each one is the test's finding
+                failures.append(repr(exc))
+    try:
+        seed_cluster(client)
+        thread = threading.Thread(target=read_loop, daemon=True)
+        thread.start()
+        for _ in range(2):  # two leader changes, each while reads are in flight
+            time.sleep(0.5)
+            ensemble, restart = kill_leader(ensemble)
+            before = reads
+            deadline = time.monotonic() + 30
+            while reads < before + 20:  # reads resumed on the new leader
+                assert time.monotonic() < deadline and not failures, failures
+                time.sleep(0.05)
+            ensemble = restart()
+        stop.set()
+        thread.join(timeout=15)
+        assert failures == [], failures
+        print(f"{reads} reads across two leader changes, none failed")
+        for server in ensemble.servers:
+            stop_zookeeper(server)
+        began = time.monotonic()
+        try:
+            client.list_vms()
+            raise AssertionError("a read answered with every server gone")
+        except KazooException as exc:
+            took = time.monotonic() - began
+            assert "did not answer within 10 s" in str(exc) or "ConnectionLoss" in repr(exc)
+        assert took < 15, took  # a bound on hanging, not a speed target
+    finally:
+        stop.set()
+        client.close()
+        for server in ensemble.servers:
+            stop_zookeeper(server)
