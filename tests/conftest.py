@@ -24,7 +24,7 @@ from kazoo.client import KazooClient
 
 from pvc_tui.cluster import ClusterClient, layout
 from pvc_tui.cluster.auth import ROLES, Credentials, enable_acls, write_credentials_file
-from pvc_tui.cluster.connection import connect, wait_on_znode
+from pvc_tui.cluster.connection import connect, ensure_schema, wait_on_znode
 from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.demo import TEST_NODE_XML
 from pvc_tui.sandbox.processes import ProcessRef, spawn, terminate
@@ -75,6 +75,7 @@ def new_chroot(zk_server: ZooKeeperServer) -> str:
     admin = connect(hosts, 10.0, ROLE_CREDENTIALS["agent"])
     try:
         enable_acls(admin, ROLE_CREDENTIALS)
+        ensure_schema(admin)
     finally:
         admin.stop()
         admin.close()

@@ -38,7 +38,8 @@ from pvc_tui.cluster import layout
 from pvc_tui.cluster.errors import InvalidRequest
 
 ROLES = ("agent", "operator", "viewer")
-ACL_IDS_PATH = f"{layout.ROOT}/schema/acl"  # {"agent": "agent:<digest>", ...}
+SCHEMA_PREFIX = f"{layout.ROOT}/schema"
+ACL_IDS_PATH = f"{SCHEMA_PREFIX}/acl"  # {"agent": "agent:<digest>", ...}
 DEFAULT_FILE = Path.home() / ".config" / "pvc-tui" / "zk-auth"
 
 
@@ -109,15 +110,16 @@ def acl_for(path: str, ids: dict[str, str]) -> list[ACL]:
     agent = make_acl("digest", ids["agent"], all=True)
     viewer = [make_acl("digest", ids["viewer"], read=True)]
     read_only = make_acl("digest", ids["operator"], read=True)
-    if path.startswith(layout.CONSOLES):
-        return [agent, read_only]
+    if path.startswith(layout.CONSOLES):  # operators delete an undefined VM's buffer
+        return [agent, make_acl("digest", ids["operator"], read=True, delete=True)]
     if path.startswith(layout.STORAGE_REQUESTS):
         return [agent, make_acl("digest", ids["operator"], read=True, write=True, create=True,
                                 delete=True), *viewer]
-    if path == layout.STORAGE:  # operators add requests; what they create gets its own ACL
-        return [agent, make_acl("digest", ids["operator"], read=True, create=True), *viewer]
     nodes = layout.NODES + "/"
-    if path == layout.NODES or path.startswith(layout.STORAGE) or path == ACL_IDS_PATH \
+    # The root and the schema (version, cluster id, these ids) are the agents' alone: an
+    # operator who could delete ACL_IDS_PATH would switch access control off for all.
+    if path in (layout.ROOT, layout.NODES) or path.startswith(SCHEMA_PREFIX) \
+            or path.startswith(layout.STORAGE) \
             or (path.startswith(nodes) and path.endswith("/alive")):
         return [agent, read_only, *viewer]
     if path.startswith(nodes):  # a node record: operators request flush / ready on it
@@ -217,12 +219,14 @@ def load_acl_ids(zk: PvcKazooClient | KazooClient) -> None:
 
 def enable_acls(zk: KazooClient, roles: dict[str, Credentials]) -> None:
     """Switch ACLs on for a new cluster (before anything else is created in it): record
-    the three roles' ids; from then on every client gives each znode its ACL."""
+    the three roles' ids; from then on every client gives each znode its ACL. Run it,
+    and then connection.ensure_schema, as the agent role: operators may not create the
+    layout's top-level znodes."""
     ids = {role: roles[role].digest_id for role in ROLES}
     client = zk if isinstance(zk, PvcKazooClient) else None
     if client is not None:
         client.acl_ids = ids
-    for path in (layout.ROOT, f"{layout.ROOT}/schema"):
+    for path in (layout.ROOT, SCHEMA_PREFIX):
         if zk.exists(path) is None:
             zk.create(path, b"", acl=acl_for(path, ids))
     zk.create(ACL_IDS_PATH, json.dumps(ids, sort_keys=True).encode(),

@@ -25,7 +25,7 @@ from pvc_tui.cluster.auth import (
     read_credentials_file,
     write_credentials_file,
 )
-from pvc_tui.cluster.connection import connect
+from pvc_tui.cluster.connection import connect, ensure_schema
 from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.layout import VMState
 from pvc_tui.sandbox.ceph import CephCluster, ceph_unavailable_reason, start_ceph, stop_ceph
@@ -289,6 +289,7 @@ def _ensure_acls(sandbox: Sandbox) -> None:
     try:
         if zk.exists(ACL_IDS_PATH) is None and zk.exists(layout.ROOT) is None:
             enable_acls(zk, roles)
+            ensure_schema(zk)
     finally:
         zk.stop()
         zk.close()

@@ -16,6 +16,7 @@ from kazoo.exceptions import NoAuthError
 
 from pvc_tui.cluster import ClusterClient, layout
 from pvc_tui.cluster.auth import ACL_IDS_PATH
+from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.tui.app import Dashboard
 from tests.conftest import ROLE_CREDENTIALS, AgentFactory, desired_state, vm_xml
 from tests.dashboard_helpers import until
@@ -68,6 +69,11 @@ def test_consoles_are_for_operators_and_agents(cluster: ClusterClient, zk_hosts:
     refused = pvc("vm", "log", "web1", zk=zk_hosts, env=as_role("viewer"))
     assert refused.returncode == 1 and "not allowed" in refused.stderr
     assert "secret console text" not in refused.stdout + refused.stderr
+    uuid = cluster.get_vm("web1").uuid
+    with ClusterClient.connect(zk_hosts, credentials=ROLE_CREDENTIALS["viewer"]) as viewer:
+        for path in (f"{layout.CONSOLES}/{uuid}", console.chunk_path(uuid, 0)):
+            with pytest.raises(NoAuthError):  # straight to a chunk: refused by the server
+                viewer.zk.get(path)
     anonymous = KazooClient(hosts=zk_hosts)
     anonymous.start(timeout=10)
     try:
@@ -87,11 +93,26 @@ def test_operators_cannot_write_what_agents_publish(cluster: ClusterClient,
                         lambda: op.zk.delete(layout.node_alive_path("hv1")),
                         lambda: op.zk.create(layout.volume_path("rbd", "fake"), b"{}"),
                         lambda: op.zk.create(f"{layout.STORAGE_CLAIMS}/x", b""),
-                        lambda: op.zk.set(ACL_IDS_PATH, b"{}")):
+                        lambda: op.zk.set(ACL_IDS_PATH, b"{}"),
+                        # switching access control off, or the schema under the agents
+                        lambda: op.zk.delete(ACL_IDS_PATH),
+                        lambda: op.zk.set(layout.SCHEMA_VERSION_PATH, b"99"),
+                        lambda: op.zk.create(f"{layout.ROOT}/extra", b""),
+                        # standing in for the storage primary
+                        lambda: op.zk.create(layout.STORAGE_PRIMARY, b"x", ephemeral=True),
+                        lambda: op.zk.create(f"{layout.STORAGE}/other", b"")):
             with pytest.raises(NoAuthError):
                 attempt()
         op.stop_vm("off1")  # desired state is theirs
         op.flush_node("hv1")  # and node requests
+        # an operator's undefine removes the VM and its console buffer, all of it
+        uuid = op.get_vm("web1").uuid
+        wait_on_znode(op.zk, f"{layout.CONSOLES}/{uuid}", lambda d, st: d or None, 15,
+                      lambda: "web1's console was never published")
+        undefined = pvc("vm", "undefine", "web1", "--yes", zk=zk_hosts, env=as_role("operator"))
+        assert undefined.returncode == 0, undefined.stderr
+        assert op.zk.exists(f"{layout.CONSOLES}/{uuid}") is None
+        assert op.zk.exists(layout.vm_path(uuid)) is None
 
 
 async def test_readonly_dashboard_with_viewer_credentials(cluster: ClusterClient,
