@@ -49,7 +49,7 @@ from pvc_tui.cluster.auth import (
 from pvc_tui.cluster.client import ClusterClient
 from pvc_tui.cluster.connection import cluster_id, ensure_schema
 from pvc_tui.cluster.layout import DaemonState, PowerState
-from pvc_tui.cluster.recovery import HOLDING, FenceState, set_fence
+from pvc_tui.cluster.recovery import HOLDING, FenceState, recover_node, set_fence
 
 log = logging.getLogger(__name__)
 # Fields of a VM record that change what the agent must do (runtime does not).
@@ -261,8 +261,13 @@ class NodeAgent:
                 self.zk.create(alive, me, ephemeral=True)
         self._reporter = me.decode()
         self.records.write_node({"daemon_state": self._daemon_state.value})
-        if self._fence_state() == FenceState.DECLARED:  # back before anyone acted on it
-            set_fence(ClusterClient(self.zk), self.name, state="returned")
+        fence_state = self._fence_state()
+        if fence_state == FenceState.DECLARED:  # back before anyone acted on it
+            set_fence(ClusterClient(self.zk), self.name, only_from=(FenceState.DECLARED,),
+                      state="returned")
+        elif fence_state == FenceState.FENCED:  # its fencer died before recovering it
+            for vm, where in recover_node(ClusterClient(self.zk), self.name, fenced=True):
+                log.warning("recovered %s from this node, fenced: %s", vm, where)
         self._next_keepalive = 0.0
         log.info("registered node %s (session 0x%x)", self.name, self.zk.client_id[0])
 

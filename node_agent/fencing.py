@@ -11,6 +11,7 @@ replaced by the dead node's name.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -26,6 +27,13 @@ from pvc_tui.cluster.text import printable
 
 log = logging.getLogger(__name__)
 FENCE_TIMEOUT = 120.0  # seconds a fence command may take
+
+
+def fence_environment() -> dict[str, str]:
+    """The agent's environment without its ZooKeeper credentials (the fence command is
+    someone else's program)."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith("PVC_ZK_AUTH")}
 
 
 class DeadNodeWatch:
@@ -89,11 +97,14 @@ class DeadNodeWatch:
                     self._fence(name)
 
     def _fence(self, name: str) -> None:
-        set_fence(self._client, name, state=FenceState.FENCING.value, by=self._node)
+        if not set_fence(self._client, name, only_from=(FenceState.DECLARED.value,),
+                         state=FenceState.FENCING.value, by=self._node):
+            log.warning("node %s came back before it was fenced: not fencing it", name)
+            return
         argv = [arg.replace("{node}", name) for arg in self._command]
         try:
             done = subprocess.run(argv, capture_output=True, timeout=FENCE_TIMEOUT,
-                                  check=False)
+                                  check=False, env=fence_environment())
         except (OSError, subprocess.TimeoutExpired) as exc:
             reason = f"fence command failed: {exc}"
         else:

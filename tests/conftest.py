@@ -151,8 +151,10 @@ def start_agent(zk_hosts: str, client: ClusterClient,
     """Start agents (`start_agent("hv1")`); all are ended by PID after the test."""
     started: list[AgentProcess] = []
 
-    def start(name: str, *extra: str, wait: bool = True) -> AgentProcess:
-        agent = launch_agent(zk_hosts, tmp_path, name, len(started), *extra)
+    def start(name: str, *extra: str, wait: bool = True,
+              running: tuple[str, ...] = ()) -> AgentProcess:
+        agent = launch_agent(zk_hosts, tmp_path, name, len(started), *extra,
+                             running=running)
         started.append(agent)
         if wait:
             wait_agent_running(client, agent)
@@ -163,12 +165,16 @@ def start_agent(zk_hosts: str, client: ClusterClient,
 
 
 def launch_agent(zk_hosts: str, base: Path, name: str, index: int,
-                 *extra: str) -> AgentProcess:
-    """One agent process on a test-driver hypervisor under `base/name` (not waited for)."""
+                 *extra: str, running: tuple[str, ...] = ()) -> AgentProcess:
+    """One agent process on a test-driver hypervisor under `base/name` (not waited for).
+
+    `running`: domain XML the hypervisor already runs when the agent starts (guests
+    that outlived their agent)."""
     node_dir = base / name
     node_dir.mkdir(exist_ok=True)
     xml = node_dir / "hypervisor.xml"
-    xml.write_text(TEST_NODE_XML.format(cpus=8, memory_kib=16 * 1024 * 1024))
+    node = TEST_NODE_XML.format(cpus=8, memory_kib=16 * 1024 * 1024)
+    xml.write_text(node.replace("</node>", "".join(running) + "</node>"))
     argv = [sys.executable, "-m", "node_agent", "--name", name, "--zk", zk_hosts,
             "--libvirt-uri", f"test://{xml}", "--console-log-dir", str(node_dir),
             "--keepalive-interval", "1", "--shutdown-timeout", "3",

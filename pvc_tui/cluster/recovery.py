@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pvc_tui.cluster import layout
 from pvc_tui.cluster.errors import Refused
-from pvc_tui.cluster.placement import rank
+from pvc_tui.cluster.placement import Planned, rank
 
 if TYPE_CHECKING:
     from pvc_tui.cluster.client import ClusterClient
@@ -66,12 +66,21 @@ def declare_dead(client: ClusterClient, node: str, by: str, policy: str) -> bool
     return declared
 
 
-def set_fence(client: ClusterClient, node: str, **fields: Any) -> None:
-    """Update the node's fence record."""
+def set_fence(client: ClusterClient, node: str, only_from: tuple[str, ...] | None = None,
+              **fields: Any) -> bool:
+    """Update the node's fence record; with `only_from`, only while its state is one of
+    those (compare-and-set). Whether it was updated."""
+    updated = False
+
     def mutate(record: dict[str, Any]) -> None:
-        record["fence"] = {**(record["fence"] or {}), **fields, "at": time.time()}
+        nonlocal updated
+        fence = record["fence"] or {}
+        updated = only_from is None or fence.get("state") in only_from
+        if updated:
+            record["fence"] = {**fence, **fields, "at": time.time()}
 
     client.update_node(node, mutate)
+    return updated
 
 
 def recover_node(client: ClusterClient, node: str,
@@ -89,12 +98,31 @@ def recover_node(client: ClusterClient, node: str,
         raise Refused(f"node {node} is being fenced right now: wait for the outcome")
     outcome: list[tuple[str, str]] = []
     nodes = [n for n in client.list_nodes() if n.name != node]
-    for vm in client.list_vms(node=node):
-        placed = rank(nodes, vm)
-        target = placed.ranked[0].name if placed.ranked else ""
+    live = {n.name for n in nodes if n.daemon_state == layout.DaemonState.RUN}
+    planned: dict[str, Planned] = {}  # what this recovery already put on each node
+    for vm in client.list_vms():
+        move = vm.migration
+        if vm.node == node and move is not None and move.source in live:
+            # moving onto the dead node: the source still has it (running, or stopped
+            # and released); it keeps it, and starts it if it is no longer running
+            target, how = move.source, "back to"
+        elif vm.node != node and move is not None and move.source == node:
+            # moving off the dead node: the target waits for a source that is gone
+            target, how = vm.node, "on to"
+        elif vm.node == node:
+            placed = rank(nodes, vm, planned=planned)
+            target, how = (placed.ranked[0].name if placed.ranked else ""), "to"
+            if target:
+                plan = planned.setdefault(target, Planned())
+                plan.memory_mib += vm.memory_mib
+                plan.vcpus += vm.vcpus
+                plan.vms += 1
+        else:
+            continue
 
-        def mutate(record: dict[str, Any], target: str = target) -> None:
-            if record["node"] != node:
+        def mutate(record: dict[str, Any], target: str = target,
+                   owner: str = vm.node) -> None:
+            if record["node"] != owner:
                 return  # moved meanwhile
             if not target:
                 record["state"] = layout.VMState.FAIL.value
@@ -104,7 +132,8 @@ def recover_node(client: ClusterClient, node: str,
                           runtime={**layout.VM_RUNTIME_FIELDS})
 
         client.update_vm(vm.uuid, mutate)
-        outcome.append((vm.name, target or "no valid target: set to fail"))
+        outcome.append((vm.name, f"{how} {target}" if target else
+                        "no valid target: set to fail"))
     if outcome or state != FenceState.RECOVERED:  # a second recoverer keeps the record
         set_fence(client, node, state=FenceState.RECOVERED.value,
                   vms=[f"{vm}: {where}" for vm, where in outcome])

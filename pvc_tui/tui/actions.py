@@ -80,7 +80,7 @@ def _recover_call(node: str) -> Call:
         from pvc_tui.cluster.recovery import recover_node
 
         moved = recover_node(client, node)
-        return f"node {node}: " + (", ".join(f"{vm} to {where}" for vm, where in moved)
+        return f"node {node}: " + (", ".join(f"{vm} {where}" for vm, where in moved)
                                    or "no VMs to recover")
 
     return call

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from pvc_tui.cluster import ClusterClient, layout
-from pvc_tui.cluster.connection import wait_on_znode
+from pvc_tui.cluster.connection import cluster_id, wait_on_znode
+from pvc_tui.cluster.domain_xml import mark_managed
 from pvc_tui.cluster.layout import VMState
 from tests.conftest import AgentFactory, AgentProcess, vm_xml
 from tests.test_cli import pvc
@@ -60,24 +62,32 @@ def test_fence_then_recover_and_the_node_never_runs_it_again(
         client: ClusterClient, start_agent: AgentFactory, tmp_path: Path) -> None:
     marker = tmp_path / "fenced"
     argv = [sys.executable, "-c",
-            "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text(sys.argv[2])",
+            "import os, pathlib, sys; pathlib.Path(sys.argv[1]).write_text("
+            "sys.argv[2] + '|' + os.environ.get('PVC_ZK_AUTH', ''))",
             str(marker), "{node}"]
     fence = ["--recovery", "fence", *(f"--fence-command={arg}" for arg in argv)]
     agents = two_nodes(client, start_agent, *fence)
     kill(agents["hv1"])
     record = fence_state(client, "hv1", ("recovered", "failed"))
     assert record["state"] == "recovered", record
-    assert record["by"] == "hv2" and marker.read_text() == "hv1"
+    assert os.environ.get("PVC_ZK_AUTH")  # the agents had credentials in the environment
+    assert record["by"] == "hv2" and marker.read_text() == "hv1|"  # the command did not
     running_on(client, "web1", "hv2")
     vm = client.get_vm("web1")
     assert (vm.node, vm.previous_node, vm.state) == ("hv2", "hv1", VMState.START)
     assert client.get_node("hv1").daemon_state == "dead"
 
-    # the node comes back: it runs nothing of what was its own
-    back = start_agent("hv1", "--fence-intervals", "2", *fence)
+    # The node comes back, and (as if its fencing had not really powered it off) its
+    # hypervisor still runs web1: the agent ends that copy; web1 runs only on hv2.
+    stray = mark_managed(client.get_vm_xml("web1"), cluster_id(client.zk))
+    back = start_agent("hv1", "--fence-intervals", "2", *fence, running=(stray,))
     assert back.ref.pid != agents["hv1"].ref.pid
-    node = client.get_node("hv1")
-    assert node.daemon_state == "run" and node.running_vms == ()
+    deadline = time.monotonic() + 20
+    while client.get_node("hv1").running_vms != ():
+        assert time.monotonic() < deadline, client.get_node("hv1")
+        time.sleep(0.1)
+    assert "web1 belongs to hv2 but runs here: powering off" in back.log_text()
+    assert client.get_node("hv1").daemon_state == "run"
     assert client.get_vm("web1").node == "hv2"
     assert client.get_node("hv2").running_vms == ("web1",)
 
@@ -103,10 +113,10 @@ def test_policy_none_waits_for_the_operator(client: ClusterClient, start_agent: 
     assert alive.returncode == 1 and "is alive" in alive.stderr
     done = pvc("node", "recover", "hv1", "--yes", zk=zk_hosts)
     assert done.returncode == 0, done.stderr
-    assert "web1: hv2" in done.stdout
+    assert "web1: to hv2" in done.stdout
     running_on(client, "web1", "hv2")
     assert client.get_vm("web1").previous_node == "hv1"
-    assert fence_state(client, "hv1", ("recovered",))["vms"] == ["web1: hv2"]
+    assert fence_state(client, "hv1", ("recovered",))["vms"] == ["web1: to hv2"]
 
 
 def test_a_node_back_before_anyone_acted_runs_its_vms(
@@ -142,3 +152,43 @@ async def test_dashboard_recovers_a_dead_node_by_keys(
                     what="web1 shown on hv2")
     running_on(client, "web1", "hv2")
     assert app.crashes == []
+
+
+def test_moves_under_way_when_a_node_dies(client: ClusterClient,
+                                          start_agent: AgentFactory) -> None:
+    """hv1 freezes, then dies, with one VM moving off it (web1) and one moving onto it
+    (db1, from hv2): after the fence both run on hv2, once; none is left waiting for a
+    node that is gone."""
+    agents = two_nodes(client, start_agent, "--recovery", "fence", "--fence-command",
+                       "/bin/true")
+    client.define_vm(vm_xml("db1"), "hv2", start=True)
+    running_on(client, "db1", "hv2")
+    os.kill(agents["hv1"].ref.pid, signal.SIGSTOP)  # mid-operation: it acts on nothing
+    client.migrate_vm("web1", target="hv2")
+    client.migrate_vm("db1", target="hv1")
+    assert client.get_vm("web1").migration is not None
+    kill(agents["hv1"])
+    record = fence_state(client, "hv1", ("recovered", "failed"))
+    assert record["state"] == "recovered", record
+    running_on(client, "web1", "hv2")
+    running_on(client, "db1", "hv2")
+    web1, db1 = client.get_vm("web1"), client.get_vm("db1")
+    assert web1.migration is None and db1.migration is None
+    assert web1.previous_node == "hv1"
+    assert sorted(client.get_node("hv2").running_vms) == ["db1", "web1"]
+
+
+def test_a_fenced_node_back_before_its_recovery_finishes_it(
+        client: ClusterClient, start_agent: AgentFactory) -> None:
+    """The fencer died between `fenced` and moving the VMs: the node, powered back on,
+    does not run them; it moves them on itself."""
+    from pvc_tui.cluster.recovery import set_fence
+
+    agents = two_nodes(client, start_agent)
+    kill(agents["hv1"])
+    fence_state(client, "hv1", ("declared",))
+    assert set_fence(client, "hv1", only_from=("declared",), state="fenced", by="gone")
+    start_agent("hv1", "--fence-intervals", "2")
+    assert fence_state(client, "hv1", ("recovered",))["vms"] == ["web1: to hv2"]
+    running_on(client, "web1", "hv2")
+    assert client.get_node("hv1").running_vms == ()
