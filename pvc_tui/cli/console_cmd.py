@@ -18,6 +18,7 @@ from typing import BinaryIO, TextIO
 
 from pvc_tui.cli.commands import connect
 from pvc_tui.cluster import ClusterClient, console
+from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.console import ConsoleLine, Ended, Gap, Partial
 from pvc_tui.cluster.sanitize import ConsoleSanitizer
 from pvc_tui.cluster.text import printable
@@ -84,9 +85,12 @@ class Renderer:
 def vm_log(args: argparse.Namespace) -> int:
     """`vm log VM [--lines N] [--follow] [--raw]`."""
     console.check_lines(args.lines)
+    terminal = sys.stdout.isatty()
+    if args.raw and terminal:
+        raise InvalidRequest("--raw writes the guest's bytes unchanged, escape sequences "
+                             "included: not to a terminal; pipe or redirect it")
     with connect(args) as client:
         vm = client.get_vm(args.vm)
-        terminal = sys.stdout.isatty()
         raw = sys.stdout.buffer if args.raw else None
         if args.follow:
             return _follow(client, vm.uuid, args.lines or 10,

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="then print new lines as they "
                    "come, until Ctrl-C")
     p.add_argument("--raw", action="store_true", help="the guest's bytes unchanged (escape "
-                   "sequences included): for piping into other tools")
+                   "sequences included): for piping into other tools; refused on a terminal")
     p.set_defaults(run=console_cmd.vm_log)
     p = vm.add_parser("migrate", help="move a VM to another node for now (unmigrate sends "
                       "it back)")

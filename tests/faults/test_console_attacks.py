@@ -4,14 +4,18 @@ line may not take the agent's memory with it, and every payload line still arriv
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import subprocess
 import sys
 import threading
+import time
 
 import psutil
 
-from pvc_tui.cluster import ClusterClient
+from pvc_tui.cluster import ClusterClient, console
 from pvc_tui.tui.app import Dashboard
 from tests.conftest import AgentFactory
 from tests.dashboard_helpers import until
@@ -76,6 +80,9 @@ def test_attacks_through_follow(client: ClusterClient, start_agent: AgentFactory
     assert re.fullmatch("raw invalid utf-8 \ufffd+\\( \ufffd+ end", raw), raw
     # the agent cut the huge line into bounded pieces and kept its memory
     assert max(len(line) for line in text.splitlines()) <= 8192
+    stored = (console.tail(client, "web1") or ([], ""))[0]
+    assert max(len(line.text.encode()) for line in stored) <= console.MAX_LINE_BYTES
+    assert sum(1 for line in stored if line.cont) >= 100  # the huge line's pieces
     rss = psutil.Process(agent.ref.pid).memory_info().rss
     assert rss < 300 * 1024 * 1024, f"agent RSS {rss / 2**20:.0f} MiB after a 50 MB line"
     assert agent.proc.poll() is None
@@ -102,3 +109,38 @@ async def test_attacks_in_the_console_pane(client: ClusterClient, start_agent: A
                 want = re.sub(r"[ \t]+", " ", f"<{name}>{expected}</{name}>")
                 assert want in re.sub(r"[ \t]+", " ", shown) or name == "long-line", name
         assert app.crashes == []
+
+
+def test_raw_output_is_refused_on_a_terminal(client: ClusterClient,
+                                             start_agent: AgentFactory) -> None:
+    """`vm log --raw` passes the guest's bytes on unchanged: into a pipe, never into a
+    terminal."""
+    log = running_vm(client, start_agent("hv1", *FAST[:2]), "web1")
+    write(log, b"\x1b]52;c;aGVsbG8=\x07 clipboard\n")
+    deadline = time.monotonic() + 15
+    while not (console.tail(client, "web1") or ([], ""))[0]:
+        assert time.monotonic() < deadline, "the console was never published"
+        time.sleep(0.1)
+    primary, secondary = pty.openpty()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "pvc_tui.cli.main", "--zk", client.hosts, "vm", "log",
+             "web1", "--raw"], stdout=secondary, stderr=subprocess.PIPE, timeout=60)
+        os.close(secondary)
+        seen = b""
+        while select.select([primary], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(primary)
+    assert run.returncode == 2 and b"not to a terminal" in run.stderr
+    assert run.stderr.count(b"\n") == 1 and b"\x1b" not in seen
+    piped = subprocess.run(
+        [sys.executable, "-m", "pvc_tui.cli.main", "--zk", client.hosts, "vm", "log",
+         "web1", "--raw"], capture_output=True, timeout=60)
+    assert piped.returncode == 0 and b"\x1b]52;c;aGVsbG8=\x07 clipboard" in piped.stdout
