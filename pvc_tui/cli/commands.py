@@ -31,9 +31,10 @@ def resolve_zk(flag: str | None) -> str:
     return "127.0.0.1:2181"
 
 
-def resolve_credentials(hosts: str, state_dir: Path | None = None) -> Credentials | None:
+def resolve_credentials(hosts: str, state_dir: Path | None = None,
+                        sandbox_role: str = "operator") -> Credentials | None:
     """$PVC_ZK_AUTH / $PVC_ZK_AUTH_FILE / ~/.config/pvc-tui/zk-auth, else, for the running
-    sandbox's own ZooKeeper, the sandbox's operator credentials."""
+    sandbox's own ZooKeeper, the sandbox's credentials of `sandbox_role`."""
     found = load_credentials()
     if found is not None:
         return found
@@ -41,7 +42,7 @@ def resolve_credentials(hosts: str, state_dir: Path | None = None) -> Credential
 
     sandbox = load(state_dir or default_state_dir())
     if sandbox is not None and hosts.split("/")[0] == sandbox.zk and \
-            (file := sandbox.credentials_file("operator")).exists():
+            (file := sandbox.credentials_file(sandbox_role)).exists():
         return read_credentials_file(file)
     return None
 
@@ -84,9 +85,11 @@ def dashboard(args: argparse.Namespace) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.getLogger("pvc_tui").addHandler(handler)
     logging.getLogger("pvc_tui").setLevel(logging.INFO)
-    app = Dashboard(hosts, readonly=getattr(args, "readonly", False), log_path=log_path,
+    readonly = getattr(args, "readonly", False)  # on the sandbox: as its viewer
+    app = Dashboard(hosts, readonly=readonly, log_path=log_path,
                     connect_timeout=args.connect_timeout,
-                    credentials=resolve_credentials(hosts, args.state_dir))
+                    credentials=resolve_credentials(hosts, args.state_dir,
+                                                    "viewer" if readonly else "operator"))
     code = app.run()
     if app.fatal_error:
         print(f"pvc-tui: error: {app.fatal_error}", file=sys.stderr)

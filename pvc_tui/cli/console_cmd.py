@@ -18,8 +18,8 @@ from typing import BinaryIO, TextIO
 
 from pvc_tui.cli.commands import connect
 from pvc_tui.cluster import ClusterClient, console
-from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.console import ConsoleLine, Ended, Gap, Partial
+from pvc_tui.cluster.errors import InvalidRequest
 from pvc_tui.cluster.sanitize import ConsoleSanitizer
 from pvc_tui.cluster.text import printable
 

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kazoo.exceptions import ConnectionLoss, NoNodeError, OperationTimeoutError
+from kazoo.exceptions import ConnectionLoss, NoAuthError, NoNodeError, OperationTimeoutError
 from kazoo.recipe.watchers import DataWatch
 
 from pvc_tui.cluster import layout
-from pvc_tui.cluster.errors import InvalidRequest
+from pvc_tui.cluster.errors import InvalidRequest, NotAllowed
 
 if TYPE_CHECKING:
     from pvc_tui.cluster.client import ClusterClient
@@ -186,6 +186,15 @@ def follow(client: ClusterClient, name: str, last: int = 10,
     lines written by the agents. Ends with Ended when the VM is undefined, or when
     `stop` is set.
     """
+    try:
+        yield from _follow(client, name, last, stop)
+    except NoAuthError:
+        raise NotAllowed("not allowed: a console is for operators and agents, not viewers"
+                         ) from None
+
+
+def _follow(client: ClusterClient, name: str, last: int,
+            stop: threading.Event | None) -> Iterator[ConsoleEvent]:
     vm = client.get_vm(name)
     changed: queue.Queue[bool] = queue.Queue()
     stop = stop or threading.Event()

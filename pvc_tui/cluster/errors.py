@@ -41,3 +41,7 @@ class WaitTimeout(PvcError):
 
 class Refused(PvcError):
     """The request is well-formed but the cluster's state does not allow it now."""
+
+
+class NotAllowed(PvcError):
+    """ZooKeeper's access control refused it to the credentials in use."""

@@ -121,6 +121,12 @@ async def test_readonly_dashboard_with_viewer_credentials(cluster: ClusterClient
     async with app.run_test(size=(160, 40)) as pilot:
         await until(pilot, lambda: len(app.vm_table.items) == 2, what="VMs shown")
         assert app.invalid == {}
+        # a viewer's console pane says why it shows nothing, and shows no console text
+        app.vm_table.move_to(cluster.get_vm("web1").uuid)
+        await pilot.press("c")
+        view = app.console_pane.view
+        await until(pilot, lambda: "not allowed" in view.text(), what="refusal shown")
+        assert "secret console text" not in view.text()
         assert app.crashes == []
 
 
