@@ -33,7 +33,7 @@ from kazoo.retry import KazooRetry
 from node_agent.config import AgentConfig
 from node_agent.console import ConsoleManager, ConsolePaths
 from node_agent.domain_runner import DomainStateRunner
-from node_agent.fencing import DeadNodeWatch
+from node_agent.fencing import DeadNodeWatch, agent_session_timeout
 from node_agent.hypervisor import DomainInfo, Hypervisor
 from node_agent.reconciler import Desired, Reconciler
 from node_agent.records import AgentRecords
@@ -104,7 +104,7 @@ class NodeAgent:
         credentials = agent_credentials(config)
         self.zk = PvcKazooClient(
             hosts=config.zk,
-            timeout=max(config.keepalive_interval * 2, 4.0),
+            timeout=agent_session_timeout(config.keepalive_interval),
             connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
             command_retry=KazooRetry(max_tries=3, max_delay=1.0),
             auth_data=[credentials.auth] if credentials else None,
@@ -122,7 +122,8 @@ class NodeAgent:
                         if config.ceph_conf else None)
         self.dead_nodes = DeadNodeWatch(self.zk, self.name, config.keepalive_interval,
                                         config.fence_intervals, config.recovery,
-                                        config.fence_command)
+                                        config.fence_command,
+                                        agent_session_timeout(config.keepalive_interval))
         self.console = ConsoleManager(self.zk, self.name, config.console_log_lines,
                                       config.console_log_interval,
                                       config.console_publish_interval, resync=self.wake)

@@ -1,8 +1,10 @@
 """Watching the other nodes: declare a dead one, fence it, recover its VMs.
 
-Every agent looks at its peers each keepalive interval. A peer whose liveness znode has
-been gone for `keepalive_interval x fence_intervals` (timed on this agent's monotonic
-clock, so no clocks are compared) is declared dead by a compare-and-set of its record;
+Every agent looks at its peers each keepalive interval. A peer silent for
+`keepalive_interval x fence_intervals` is declared dead by a compare-and-set of its
+record: its liveness znode vanishes one session timeout after its last heartbeat, and
+the rest of that time is counted from then on this agent's monotonic clock (so no clocks
+are compared);
 the one agent that wins acts on the `recovery` policy (pvc_tui/cluster/recovery.py).
 The fence command is an argument list run without a shell; `{node}` in an argument is
 replaced by the dead node's name.
@@ -36,15 +38,23 @@ def fence_environment() -> dict[str, str]:
             if not key.startswith("PVC_ZK_AUTH")}
 
 
+def agent_session_timeout(interval: float) -> float:
+    """An agent's ZooKeeper session timeout: 2 keepalive intervals, at least 4 s (a
+    session must outlive a ZooKeeper leader election)."""
+    return max(2 * interval, 4.0)
+
+
 class DeadNodeWatch:
     """Declares dead peers and, with the `fence` policy, fences and recovers them."""
 
     def __init__(self, zk: KazooClient, node: str, interval: float, fence_intervals: int,
-                 policy: str, fence_command: list[str]) -> None:
+                 policy: str, fence_command: list[str], session_timeout: float) -> None:
         self._client = ClusterClient(zk)
         self._node = node
         self._interval = interval
-        self._grace = interval * fence_intervals
+        # counted from the liveness znode's end, itself a session timeout after the peer
+        # fell silent: dead `interval x fence_intervals` after its last heartbeat
+        self._grace = max(0.0, interval * fence_intervals - session_timeout)
         self._policy = policy
         self._command = list(fence_command)
         self._missing: dict[str, float] = {}  # peer -> monotonic time first seen gone
