@@ -9,6 +9,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 for script in ("bench_demo_up.py", "bench_agent_idle.py", "bench_dashboard.py",
-               "bench_storage.py"):
+               "bench_storage.py", "bench_faults.py"):
     print(f"## {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

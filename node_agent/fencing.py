@@ -59,6 +59,7 @@ class DeadNodeWatch:
         self._command = list(fence_command)
         self._missing: dict[str, float] = {}  # peer -> monotonic time first seen gone
         self._stop = threading.Event()
+        self._woken = threading.Event()  # set by a watch: look now
         self._thread = threading.Thread(target=self._run, name="dead-nodes", daemon=True)
 
     def start(self) -> None:
@@ -68,10 +69,24 @@ class DeadNodeWatch:
     def stop(self) -> None:
         """Stop watching (a fence command under way is waited for)."""
         self._stop.set()
+        self._woken.set()
         self._thread.join(timeout=FENCE_TIMEOUT + 5)
 
+    def _wake(self, event: object) -> None:  # kazoo's thread: a liveness znode changed
+        self._woken.set()
+
+    def _next_wait(self) -> float:
+        """Until the next look: an interval, or sooner when a missing peer falls due."""
+        now = time.monotonic()
+        due = [first + self._grace - now for first in self._missing.values()]
+        return min([self._interval, *(d for d in due if d > 0)])
+
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            self._woken.wait(self._next_wait())
+            self._woken.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.check()
             except (KazooException, PvcError) as exc:  # ZooKeeper away: look again later
@@ -82,8 +97,11 @@ class DeadNodeWatch:
         """One look at every peer."""
         zk = self._client.zk
         now = time.monotonic()
-        for name in zk.get_children(layout.NODES):
-            if name == self._node or zk.exists(layout.node_alive_path(name)) is not None:
+        for name in zk.get_children(layout.NODES, watch=self._wake):
+            if name == self._node:
+                continue
+            # the watch wakes this loop the moment a peer's liveness znode ends
+            if zk.exists(layout.node_alive_path(name), watch=self._wake) is not None:
                 self._missing.pop(name, None)
                 continue
             try:
