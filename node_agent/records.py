@@ -57,6 +57,9 @@ class AgentRecords:
                 data, stat = None, None
             try:
                 record = fresh() if data is None and fresh else layout.decode(data, fields)
+            except layout.NewerRecord as exc:  # a newer agent's: keep it as it is
+                log.error("record %s: %s; not updating it", path, exc)
+                return False
             except layout.RecordError as exc:
                 if fresh is None:
                     return False

@@ -228,6 +228,10 @@ class RecordError(PvcError, ValueError):
     """A znode's content is not a valid record of this schema."""
 
 
+class NewerRecord(RecordError):
+    """A record written by a newer pvc: valid there, not to be overwritten here."""
+
+
 def node_path(name: str) -> str:
     """Path of a node's record."""
     return f"{NODES}/{name}"
@@ -319,8 +323,10 @@ def decode(data: bytes | None, fields: dict[str, Any],
     if not isinstance(raw, dict):
         raise RecordError("not a JSON object")
     schema = raw.get("schema", SCHEMA_VERSION)
-    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA_VERSION:
-        raise RecordError(f"written by a newer pvc (record schema {schema!r}; this one "
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise RecordError(f"record schema {schema!r} is not a number")
+    if schema > SCHEMA_VERSION:
+        raise NewerRecord(f"written by a newer pvc (record schema {schema!r}; this one "
                           f"reads {SCHEMA_VERSION}): upgrade pvc-tui")
     record: dict[str, Any] = {}
     for key, default in fields.items():

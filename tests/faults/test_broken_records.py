@@ -7,6 +7,7 @@ unreadable with its reason, and everything else keeps working.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pvc_tui.cluster import ClusterClient, layout
@@ -91,3 +92,27 @@ def test_store_reports_reasons(client: ClusterClient) -> None:
     assert set(invalid) == set(expected)
     for path, why in expected.items():
         assert why in invalid[path].reason
+
+
+def test_agent_keeps_a_newer_clients_node_record(client: ClusterClient,
+                                                  start_agent: AgentFactory) -> None:
+    """A node record rewritten by a newer pvc is left as it is (its data is not lost to
+    a fresh record of this schema); a malformed one is rewritten."""
+    agent = start_agent("hv1")
+    path = layout.node_path("hv1")
+    newer = json.dumps({"schema": layout.SCHEMA_VERSION + 1, "name": "hv1",
+                        "a_future_field": {"kept": True}}).encode()
+    client.zk.set(path, newer)
+    deadline = time.monotonic() + 15
+    while "written by a newer pvc" not in agent.log_text():
+        assert time.monotonic() < deadline, agent.log_text()
+        time.sleep(0.1)
+    time.sleep(2.5)  # two more keepalive intervals (1 s): it still does not overwrite it
+    assert client.zk.get(path)[0] == newer
+    assert agent.proc.poll() is None and "Traceback" not in agent.log_text()
+    client.zk.set(path, b"{not json")
+    deadline = time.monotonic() + 15
+    while client.zk.get(path)[0] == b"{not json":  # the agent writes a valid one again
+        assert time.monotonic() < deadline, agent.log_text()
+        time.sleep(0.1)
+    assert client.get_node("hv1").daemon_state == "run"
