@@ -50,6 +50,18 @@ MALFORMED: list[tuple[str, ...]] = [
     ("storage", "pool", "set-pgs", "rbd", "-8"), ("storage", "osd", "out", "osd.x"),
     ("storage", "osd", "set", "nosuchflag"), ("storage", "--claim-timeout", "0", "status"),
     ("storage", "volume", "snapshot", "add", "rbd", "v", "s@1"),
+    # the rest of the commands
+    ("vm", "stop", "nope"), ("vm", "shutdown", "web1", "--timeout", "x"),
+    ("vm", "restart", HOSTILE), ("vm", "unmigrate", "nope"), ("vm", "info"),
+    ("node", "list", "--format", "yaml"), ("node", "ready", "hv1", "extra"),
+    ("storage", "volume", "rename", "rbd", "v", "a/b"),
+    ("storage", "volume", "clone", "rbd", "v", "..x"),
+    ("storage", "volume", "snapshot", "remove", "rbd", "v", ""),
+    ("storage", "volume", "snapshot", "rollback", "rbd", "v", "s!"),
+    ("storage", "osd", "in", "-1"), ("storage", "osd", "unset", "bogus"),
+    ("vm", "log", "web1", "--follow", "--lines", "0x"),
+    ("demo", "up", "--zk-servers", "2"), ("demo", "up", "--nodes", "0", "--state-dir", "SANDBOX"),
+    ("demo", "down", "extra"), ("demo", "status", "--state-dir"),
 ]
 
 
@@ -72,7 +84,7 @@ def test_malformed_commands_exit_2_and_change_nothing(
     before = dump_tree(seeded.zk)
     failures = []
     for args in MALFORMED:
-        argv = [str(tmp_path / a) if a in files else a for a in args]
+        argv = [str(tmp_path / a) if a in files or a == "SANDBOX" else a for a in args]
         try:
             rc = main(["--zk", zk_hosts, *argv])
         except SystemExit as exc:
