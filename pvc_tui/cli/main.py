@@ -22,7 +22,7 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 
-from pvc_tui.cli import commands, console_cmd, demo_cmd, storage_cmd
+from pvc_tui.cli import acl_cmd, commands, console_cmd, demo_cmd, storage_cmd
 from pvc_tui.cluster.errors import PvcError
 from pvc_tui.cluster.placement import SELECTORS
 from pvc_tui.cluster.text import printable
@@ -146,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.vm_move, move_kind="move")
 
     storage_cmd.add_parser(sub, OneLineParser, _format, seconds)
+
+    acl = sub.add_parser("acl", help="ZooKeeper access control (status, enable)"
+                         ).add_subparsers(dest="action", metavar="ACTION", required=True,
+                                          parser_class=OneLineParser)
+    p = acl.add_parser("status", help="whether ACLs are on, and each role's user name")
+    p.set_defaults(run=acl_cmd.acl_status)
+    p = acl.add_parser("enable", help="switch ACLs on (agent, operator and viewer roles) "
+                       "for this cluster, new or running")
+    p.add_argument("--roles-dir", type=Path, required=True, metavar="DIR",
+                   help="directory with the files agent, operator and viewer (mode 0600, "
+                   "one line user:password each)")
+    p.add_argument("--yes", action="store_true", help="confirm every agent already has "
+                   "the agent credentials (zk_auth_file)")
+    p.set_defaults(run=acl_cmd.acl_enable)
 
     demo = sub.add_parser("demo", help="a local sandbox cluster (up, status, down); with "
                           "no action: up, then open the dashboard on it")

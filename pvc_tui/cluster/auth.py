@@ -206,13 +206,7 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
 
 def load_acl_ids(zk: PvcKazooClient | KazooClient) -> None:
     """Read the roles' ids (if ACLs are on) so that creates get the right ACL."""
-    try:
-        data, _ = zk.get(ACL_IDS_PATH)
-    except NoNodeError:
-        ids = None
-    else:
-        raw = json.loads(data.decode())
-        ids = {role: str(raw[role]) for role in ROLES}
+    ids = acl_ids(zk)
     if isinstance(zk, PvcKazooClient):
         zk.acl_ids = ids
 
@@ -231,3 +225,31 @@ def enable_acls(zk: KazooClient, roles: dict[str, Credentials]) -> None:
             zk.create(path, b"", acl=acl_for(path, ids))
     zk.create(ACL_IDS_PATH, json.dumps(ids, sort_keys=True).encode(),
               acl=acl_for(ACL_IDS_PATH, ids))
+
+
+def acl_ids(zk: KazooClient) -> dict[str, str] | None:
+    """The roles' digest ids if ACLs are on in this cluster, else None."""
+    try:
+        data, _ = zk.get(ACL_IDS_PATH)
+    except NoNodeError:
+        return None
+    raw = json.loads(data.decode())
+    return {role: str(raw[role]) for role in ROLES}
+
+
+def apply_acls(zk: KazooClient, ids: dict[str, str]) -> int:
+    """Give every existing znode under the root the ACL of its path (switching ACLs on
+    for a cluster that ran without them); returns how many were set. Parents first, so a
+    crash part-way leaves a tree that a second run completes."""
+    count = 0
+    pending = [layout.ROOT]
+    while pending:
+        path = pending.pop()
+        try:
+            zk.set_acls(path, acl_for(path, ids))
+            children = zk.get_children(path)
+        except NoNodeError:
+            continue  # deleted meanwhile
+        count += 1
+        pending.extend(f"{path}/{child}" for child in children)
+    return count

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -149,3 +150,65 @@ def test_credentials_files_and_secrecy(cluster: ClusterClient, zk_hosts: str,
     for role in ("agent", "operator"):
         assert ROLE_CREDENTIALS[role].password not in (tmp_path / "hv1" / "agent-0.log"
                                                        ).read_text()
+
+
+def test_switching_acls_on_for_a_running_open_cluster(zk_server: Any, tmp_path: Path) -> None:
+    """`acl enable` on a cluster that ran without ACLs: every existing znode gets its
+    role's ACL; from then on anonymous clients read nothing and viewers change nothing."""
+    import uuid
+
+    from pvc_tui.cluster.auth import write_credentials_file
+    from tests.conftest import dump_tree
+    from tests.dashboard_helpers import seed_cluster
+
+    chroot = f"/open-{uuid.uuid4().hex[:12]}"
+    bare = KazooClient(hosts=zk_server.address)
+    bare.start(timeout=10)
+    bare.create(chroot)
+    bare.stop()
+    bare.close()
+    hosts = f"{zk_server.address}{chroot}"
+    with ClusterClient.connect(hosts) as open_client:  # no credentials: the open cluster
+        seed_cluster(open_client)
+        before = dump_tree(open_client.zk)
+    status = pvc("acl", "status", zk=hosts)
+    assert status.returncode == 0 and "ACLs: off" in status.stdout
+    roles = tmp_path / "roles"
+    for role, credentials in ROLE_CREDENTIALS.items():
+        write_credentials_file(roles / role, credentials)
+    unsure = pvc("acl", "enable", "--roles-dir", str(roles), zk=hosts)
+    assert unsure.returncode == 2 and "zk_auth_file" in unsure.stderr
+    enabled = pvc("acl", "enable", "--roles-dir", str(roles), "--yes", zk=hosts)
+    assert enabled.returncode == 0 and "ACLs on" in enabled.stdout, enabled.stderr
+    for role in ROLE_CREDENTIALS:
+        assert ROLE_CREDENTIALS[role].password not in enabled.stdout + enabled.stderr
+    status = pvc("acl", "status", zk=hosts)
+    assert f"operator = {ROLE_CREDENTIALS['operator'].user}" in status.stdout
+    again = pvc("acl", "enable", "--roles-dir", str(roles), "--yes", zk=hosts)
+    assert again.returncode == 1 and "already on" in again.stderr
+
+    anonymous = KazooClient(hosts=hosts)
+    anonymous.start(timeout=10)
+    try:
+        for path in (layout.VMS, layout.NODES, layout.node_path("hv1")):
+            with pytest.raises(NoAuthError):
+                anonymous.get(path)
+    finally:
+        anonymous.stop()
+        anonymous.close()
+    with ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["viewer"]) as viewer:
+        assert {vm.name for vm in viewer.list_vms()} >= {"web1", "db1"}
+        with pytest.raises(NoAuthError):
+            viewer.stop_vm("web1")
+    with ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["operator"]) as op:
+        op.stop_vm("web1")  # an operator's change still works
+        with pytest.raises(NoAuthError):
+            op.zk.create(layout.node_path("fake9"), b"{}")
+    with ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"]) as agent:
+        after = dump_tree(agent.zk)
+        web1 = layout.vm_path(agent.get_vm("web1").uuid)
+    # the data is as it was: only the ids were added, and the operator's stop landed
+    # (the seeded liveness znodes ended with the session that created them)
+    changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)
+               and not p.endswith("/alive")}
+    assert changed == {web1, ACL_IDS_PATH}, changed
