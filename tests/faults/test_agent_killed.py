@@ -1,5 +1,6 @@
-"""An agent SIGKILLed in the middle of a migration or a flush, then restarted: every VM
-runs exactly once, every state can still be changed, and no console tail is doubled."""
+"""An agent SIGKILLed in the middle of a migration (source or target) or a flush, then
+restarted while its guests still run (as QEMU guests outlive their agent): every VM runs
+exactly once, every state can still be changed, and no console tail is doubled."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import os
 import signal
 import time
 from collections import Counter
+from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from pvc_tui.cluster import ClusterClient, console, moves
+from pvc_tui.cluster import ClusterClient, console, layout, moves
+from pvc_tui.cluster.connection import cluster_id, wait_on_znode
+from pvc_tui.cluster.domain_xml import mark_managed
 from pvc_tui.cluster.layout import VMState
 from tests.conftest import AgentFactory, AgentProcess, vm_xml, wait_agent_running
 from tests.test_console import FAST, log_of, write
@@ -18,10 +22,15 @@ from tests.test_console import FAST, log_of, write
 
 def kill_and_restart(start_agent: AgentFactory, client: ClusterClient,
                      agent: AgentProcess) -> AgentProcess:
+    """SIGKILL the agent and start it again. Its guests outlive it, as QEMU processes
+    do: the restarted agent's hypervisor still runs what the node reported running."""
+    surviving = client.get_node(agent.name).running_vms
     os.kill(agent.ref.pid, signal.SIGKILL)
     agent.proc.wait(timeout=10)
+    cluster = cluster_id(client.zk)
+    running = tuple(mark_managed(client.get_vm_xml(name), cluster) for name in surviving)
     again = start_agent(agent.name, *agent.argv[agent.argv.index("--shutdown-timeout") + 2:],
-                        wait=False)
+                        wait=False, running=running)
     wait_agent_running(client, again, timeout=40)
     return again
 
@@ -74,6 +83,31 @@ def test_source_killed_mid_migration(client: ClusterClient, start_agent: AgentFa
         assert time.monotonic() < deadline, texts[-5:]
         time.sleep(0.1)
     assert [t for t in texts if t.startswith("after")] == [f"after {i}" for i in range(5)]
+
+
+def test_target_killed_mid_migration(client: ClusterClient,
+                                     start_agent: AgentFactory) -> None:
+    """The target freezes, the source powers the guest off and releases it, then the
+    target is killed and restarted: it starts the guest, once."""
+    agents = {n: start_agent(n, *FAST) for n in ("hv1", "hv2")}
+    client.define_vm(vm_xml("web1"), "hv1", start=True)
+    client.start_vm("web1", wait=True, timeout=20)
+    os.kill(agents["hv2"].ref.pid, signal.SIGSTOP)
+    client.migrate_vm("web1", target="hv2")
+    uuid = client.get_vm("web1").uuid
+
+    def released(data: bytes | None, stat: Any) -> bool | None:
+        move = layout.decode(data, layout.VM_FIELDS)["migration"] if data else {}
+        return True if move.get("phase") in ("released", "done") else None
+
+    wait_on_znode(client.zk, layout.vm_path(uuid), released, 30,
+                  lambda: "the source never let web1 go")
+    agents["hv2"] = kill_and_restart(start_agent, client, agents["hv2"])
+    counts = settled_once(client, ["web1"])
+    assert client.get_vm("web1").node == "hv2" and counts["web1"] == 1
+    client.stop_vm("web1", wait=True, timeout=30)
+    client.start_vm("web1", wait=True, timeout=30)
+    settled_once(client, ["web1"])
 
 
 def test_node_killed_mid_flush(client: ClusterClient, start_agent: AgentFactory) -> None:
