@@ -1,9 +1,11 @@
-"""All of ZooKeeper down for 30 s, under a running agent, a guest printing, the CLI and the
-dashboard: guests keep running, console lines printed meanwhile arrive afterwards, the
-CLI fails fast, the dashboard shows the outage and recovers by itself."""
+"""All of ZooKeeper down for 30 s, under three agents that may fence each other, a guest
+printing, the CLI and the dashboard: guests keep running, console lines printed meanwhile
+arrive afterwards, nobody is declared dead or fenced, the CLI fails fast, the dashboard
+shows the outage and recovers by itself."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,18 @@ async def test_zookeeper_down_for_30_seconds(tmp_path: Path) -> None:
     server = start_zookeeper(tmp_path / "zk", fast_unsafe=True)
     hosts = new_chroot(server)
     client = ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"])
-    agent = launch_agent(hosts, tmp_path, "hv1", 0, "--console-publish-interval", "0.02")
+    # every node may fence every other: an outage must not look like dead nodes
+    marker = tmp_path / "fenced"
+    fence = ["--recovery", "fence", "--fence-intervals", "3",
+             *(f"--fence-command={arg}" for arg in (
+                 sys.executable, "-c", "import pathlib, sys; pathlib.Path(sys.argv[1])"
+                 ".open('a').write(sys.argv[2] + '\\n')", str(marker), "{node}"))]
+    agent = launch_agent(hosts, tmp_path, "hv1", 0, "--console-publish-interval", "0.02",
+                         *fence)
+    peers = [launch_agent(hosts, tmp_path, name, 0, *fence) for name in ("hv2", "hv3")]
     try:
+        for peer in peers:
+            wait_agent_running(client, peer)
         wait_agent_running(client, agent)
         client.define_vm(vm_xml("web1"), "hv1", start=True)
         client.start_vm("web1", wait=True, timeout=20)
@@ -91,8 +103,13 @@ async def test_zookeeper_down_for_30_seconds(tmp_path: Path) -> None:
             assert vm.state == "start" and vm.power_state == "running"
             assert vm.runtime.cpu_time_ns >= cpu_before  # the same guest: never restarted
             assert not any(line.marker for line in kept), [ln.text for ln in kept if ln.marker]
+            # nobody was declared dead or fenced for an outage of ZooKeeper itself
+            time.sleep(4)  # past keepalive x fence_intervals (3 s) after the return
+            assert not marker.exists(), marker.read_text()
+            for node in fresh.list_nodes():
+                assert node.daemon_state == "run" and not node.fence, (node.name, node.fence)
     finally:
-        stop_agents([agent])
+        stop_agents([agent, *peers])
         client.close()
         stop_zookeeper(server)
 
