@@ -216,3 +216,38 @@ def test_primary_killed_mid_request_then_restarted(
     names = [v.name for v in client.storage.volumes.list("rbd")]
     assert names.count("big-copy") <= 1 and names.count("big") == 1
     client.storage.volumes.add("rbd", "after-restart", 1 << 20)
+
+
+def test_malformed_requests_are_answered_and_the_primary_serves_on(
+        client: ClusterClient, start_agent: AgentFactory, ceph: CephCluster) -> None:
+    """Requests written by a buggy client (not JSON, a list, an unknown command, bad
+    arguments, a newer schema): each is answered as invalid with its reason; the primary
+    carries on serving."""
+    agent = start_agent("hv1", "--ceph-conf", str(ceph.conf))
+    wait_status(client, lambda s: s.pool("rbd") is not None, 30, "no storage status")
+    bad = {
+        "bad-json": b"\xff{",
+        "bad-list": b"[]",
+        "bad-command": json.dumps({"command": "rm -rf /", "args": {}}).encode(),
+        "bad-args": json.dumps({"command": "volume.add", "args": {"size": "x"}}).encode(),
+        "bad-schema": json.dumps({"schema": 99, "command": "pool.list"}).encode(),
+    }
+    for name, data in bad.items():
+        client.zk.create(layout.storage_request_path(name), data)
+
+    def answered(data: bytes | None, stat: Any) -> dict[str, Any] | None:
+        try:
+            record = json.loads(data or b"")
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) and record.get("state") == "done" else None
+
+    for name in bad:
+        record = wait_on_znode(client.zk, layout.storage_request_path(name), answered, 15,
+                               lambda name=name: f"{name} never answered")  # type: ignore[misc]
+        assert record["ok"] is False and record["error_kind"] in ("invalid", "not found"), (
+            name, record)
+        assert record["error"] and "\n" not in record["error"]
+    client.storage.volumes.add("rbd", "after-bad", 8 << 20)
+    assert "after-bad" in [v.name for v in client.storage.volumes.list("rbd")]
+    assert agent.proc.poll() is None and "Traceback" not in agent.log_text()
