@@ -171,6 +171,7 @@ def tail(client: ClusterClient, name: str, lines: int | None = None
     vm = client.get_vm(name)
     meta = read_meta(client, vm.uuid)
     if meta is None:
+        client.zk.get(layout.CONSOLES)  # "never logged", or not allowed to know
         return None
     end = meta["next_seq"]
     start = max(meta["first_seq"], end - lines if lines else 0)
@@ -196,6 +197,9 @@ def follow(client: ClusterClient, name: str, last: int = 10,
 def _follow(client: ClusterClient, name: str, last: int,
             stop: threading.Event | None) -> Iterator[ConsoleEvent]:
     vm = client.get_vm(name)
+    # The consoles' parent carries their ACL: a reader without it is refused here, even
+    # when this VM's buffer does not exist yet (reading a missing znode checks no ACL).
+    client.zk.get(layout.CONSOLES)
     changed: queue.Queue[bool] = queue.Queue()
     stop = stop or threading.Event()
 
