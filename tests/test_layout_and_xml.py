@@ -30,7 +30,7 @@ def test_record_round_trip_fills_defaults() -> None:
     (b'{"memory_mib": "lots"}', "field 'memory_mib' should be int"),
     (b"{" + b" " * (70 * 1024) + b"}", "exceeds"),
     (b'{"schema": 2, "name": "web1"}', "written by a newer pvc"),
-    (b'{"schema": "2"}', "written by a newer pvc"),
+    (b'{"schema": "2"}', "record schema '2' is not a number"),
 ])
 def test_malformed_records_are_refused_with_a_reason(data: bytes, why: str) -> None:
     with pytest.raises(layout.RecordError, match=why):
