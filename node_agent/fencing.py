@@ -54,7 +54,8 @@ class DeadNodeWatch:
         self._interval = interval
         # counted from the liveness znode's end, itself a session timeout after the peer
         # fell silent: dead `interval x fence_intervals` after its last heartbeat
-        self._grace = max(0.0, interval * fence_intervals - session_timeout)
+        # (at least one interval: a restarting agent replaces its liveness znode)
+        self._grace = max(interval, interval * fence_intervals - session_timeout)
         self._policy = policy
         self._command = list(fence_command)
         self._missing: dict[str, float] = {}  # peer -> monotonic time first seen gone

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pvc_tui.cli.commands import connect, resolve_zk
 from pvc_tui.cluster.auth import (
-    ACL_IDS_PATH,
     ROLES,
     Credentials,
     acl_ids,
@@ -43,7 +42,8 @@ def read_roles(directory: Path) -> dict[str, Credentials]:
 
 def acl_enable(args: argparse.Namespace) -> int:
     """`acl enable --roles-dir DIR --yes`: switch ACLs on, for a new or a running
-    cluster, connected as the agent role."""
+    cluster, connected as the agent role; run again, it re-applies them (finishing an
+    interrupted run, or bringing an older cluster's ACLs up to date)."""
     roles = read_roles(args.roles_dir)
     if not args.yes:
         raise InvalidRequest("every agent needs zk_auth_file with the agent credentials "
@@ -52,10 +52,16 @@ def acl_enable(args: argparse.Namespace) -> int:
     hosts = resolve_zk(args.zk)
     with ClusterClient.connect(hosts, timeout=args.connect_timeout,
                                credentials=roles["agent"]) as client:
-        if client.zk.exists(ACL_IDS_PATH) is not None:
-            raise Refused("ACLs are already on in this cluster")
-        enable_acls(client.zk, roles)
-        count = apply_acls(client.zk, acl_ids(client.zk) or {})
+        wanted = {role: roles[role].digest_id for role in ROLES}
+        current = acl_ids(client.zk)
+        if current is None:
+            enable_acls(client.zk, roles)
+        elif current != wanted:
+            raise Refused("ACLs are already on in this cluster, with other credentials")
+        # Twice: what a client created during the first sweep, before it learnt the ids,
+        # gets its ACL in the second. Running the command again repeats both (safe).
+        apply_acls(client.zk, wanted)
+        count = apply_acls(client.zk, wanted)
         ensure_schema(client.zk)
-    print(f"ACLs on: {count} znodes under /pvc now carry their role's ACL")
+    print(f"ACLs on: {count} znodes under /pvc carry their role's ACL")
     return 0

@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = acl.add_parser("status", help="whether ACLs are on, and each role's user name")
     p.set_defaults(run=acl_cmd.acl_status)
     p = acl.add_parser("enable", help="switch ACLs on (agent, operator and viewer roles) "
-                       "for this cluster, new or running")
+                       "for this cluster, new or running; again: re-apply them")
     p.add_argument("--roles-dir", type=Path, required=True, metavar="DIR",
                    help="directory with the files agent, operator and viewer (mode 0600, "
                    "one line user:password each)")

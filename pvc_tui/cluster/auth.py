@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import ConnectionLoss, NoAuthError, NoNodeError, OperationTimeoutError
+from kazoo.exceptions import (
+    ConnectionLoss,
+    NoAuthError,
+    NoNodeError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.security import ACL, make_acl, make_digest_acl_credential
 
@@ -176,26 +182,43 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
     def transaction(self) -> TransactionRequest:
         return _Transaction(self)
 
+    def acl_ids_written(self, event: Any) -> None:
+        """Watch callback (kazoo's thread, so nothing blocking): ACLs were switched on."""
+        def loaded(result: Any) -> None:
+            try:
+                data, _ = result.get_nowait()
+                raw = json.loads(data.decode())
+                self.acl_ids = {role: str(raw[role]) for role in ROLES}
+            except NoNodeError:  # not yet (the watch fired for a lost connection, say)
+                self.exists_async(ACL_IDS_PATH, watch=self.acl_ids_written)
+            except Exception:  # unreadable: stay as we were
+                return
+
+        self.get_async(ACL_IDS_PATH).rawlink(loaded)
+
     def get(self, path: str, watch: Any = None) -> Any:
-        return self._read(lambda: self.get_async(path, watch=watch))
+        return self._read(lambda: self.get_async(path, watch=watch), watch)
 
     def get_children(self, path: str, watch: Any = None, include_data: bool = False) -> Any:
         return self._read(lambda: self.get_children_async(path, watch=watch,
-                                                          include_data=include_data))
+                                                          include_data=include_data), watch)
 
     def exists(self, path: str, watch: Any = None) -> Any:
-        return self._read(lambda: self.exists_async(path, watch=watch))
+        return self._read(lambda: self.exists_async(path, watch=watch), watch)
 
-    def _read(self, send: Callable[[], Any]) -> Any:
+    def _read(self, send: Callable[[], Any], watch: Any) -> Any:
         """One read, repeated if the connection drops while it is in flight (reads are
-        safe to repeat; a repeat waits in kazoo's queue until a server answers)."""
-        if self.read_deadline is None:
+        safe to repeat; a repeat waits in kazoo's queue until a server answers).
+
+        Reads that set a watch (kazoo's recipes: DataWatch, ChildrenWatch) keep kazoo's
+        own behaviour: the recipes retry themselves, on kazoo's callback thread."""
+        if self.read_deadline is None or watch is not None:
             return send().get()
         deadline = time.monotonic() + self.read_deadline
         while True:
             try:
                 return send().get(timeout=max(0.0, deadline - time.monotonic()))
-            except ConnectionLoss:
+            except (ConnectionLoss, SessionExpiredError):
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.05)  # let kazoo see the drop and start reconnecting
@@ -205,10 +228,12 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
 
 
 def load_acl_ids(zk: PvcKazooClient | KazooClient) -> None:
-    """Read the roles' ids (if ACLs are on) so that creates get the right ACL."""
-    ids = acl_ids(zk)
+    """Read the roles' ids (if ACLs are on) so that creates get the right ACL; while
+    they are off, a watch picks them up the moment `acl enable` writes them."""
     if isinstance(zk, PvcKazooClient):
-        zk.acl_ids = ids
+        zk.acl_ids = acl_ids(zk)
+        if zk.acl_ids is None:
+            zk.exists(ACL_IDS_PATH, watch=zk.acl_ids_written)
 
 
 def enable_acls(zk: KazooClient, roles: dict[str, Credentials]) -> None:

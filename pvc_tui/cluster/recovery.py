@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pvc_tui.cluster import layout
-from pvc_tui.cluster.errors import Refused
+from pvc_tui.cluster.errors import NotFound, Refused
 from pvc_tui.cluster.placement import Planned, rank
 
 if TYPE_CHECKING:
@@ -102,36 +102,44 @@ def recover_node(client: ClusterClient, node: str,
     planned: dict[str, Planned] = {}  # what this recovery already put on each node
     for vm in client.list_vms():
         move = vm.migration
+        previous: str | None = node  # what `previous_node` becomes; None: the move's
         if vm.node == node and move is not None and move.source in live:
             # moving onto the dead node: the source still has it (running, or stopped
-            # and released); it keeps it, and starts it if it is no longer running
-            target, how = move.source, "back to"
+            # and released); it keeps it, as if the move had been withdrawn
+            target, how, previous = move.source, "back to", None
         elif vm.node != node and move is not None and move.source == node:
             # moving off the dead node: the target waits for a source that is gone
             target, how = vm.node, "on to"
         elif vm.node == node:
             placed = rank(nodes, vm, planned=planned)
             target, how = (placed.ranked[0].name if placed.ranked else ""), "to"
-            if target:
-                plan = planned.setdefault(target, Planned())
-                plan.memory_mib += vm.memory_mib
-                plan.vcpus += vm.vcpus
-                plan.vms += 1
         else:
             continue
+        if target:
+            plan = planned.setdefault(target, Planned())
+            plan.memory_mib += vm.memory_mib
+            plan.vcpus += vm.vcpus
+            plan.vms += 1
+        move_id = move.id if move is not None else ""
 
-        def mutate(record: dict[str, Any], target: str = target,
-                   owner: str = vm.node) -> None:
-            if record["node"] != owner:
-                return  # moved meanwhile
+        def mutate(record: dict[str, Any], target: str = target, owner: str = vm.node,
+                   previous: str | None = previous, move_id: str = move_id) -> None:
+            migration = record["migration"] or {}
+            if record["node"] != owner or migration.get("id", "") != move_id:
+                return  # moved, or recovered by someone else, meanwhile
             if not target:
                 record["state"] = layout.VMState.FAIL.value
                 record["failed_reason"] = f"node {node} died and no node can take it"
                 return
-            record.update(node=target, previous_node=node, migration={},
+            record.update(node=target, migration={},
+                          previous_node=migration.get("previous_node", "")
+                          if previous is None else previous,
                           runtime={**layout.VM_RUNTIME_FIELDS})
 
-        client.update_vm(vm.uuid, mutate)
+        try:
+            client.update_vm(vm.uuid, mutate)
+        except NotFound:
+            continue  # undefined meanwhile
         outcome.append((vm.name, f"{how} {target}" if target else
                         "no valid target: set to fail"))
     if outcome or state != FenceState.RECOVERED:  # a second recoverer keeps the record

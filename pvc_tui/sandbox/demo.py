@@ -289,7 +289,7 @@ def _ensure_acls(sandbox: Sandbox) -> None:
     try:
         if zk.exists(ACL_IDS_PATH) is None and zk.exists(layout.ROOT) is None:
             enable_acls(zk, roles)
-            ensure_schema(zk)
+        ensure_schema(zk)  # also after an `up` that stopped between the two
     finally:
         zk.stop()
         zk.close()

@@ -157,7 +157,7 @@ def test_switching_acls_on_for_a_running_open_cluster(zk_server: Any, tmp_path: 
     role's ACL; from then on anonymous clients read nothing and viewers change nothing."""
     import uuid
 
-    from pvc_tui.cluster.auth import write_credentials_file
+    from pvc_tui.cluster.auth import Credentials, write_credentials_file
     from tests.conftest import dump_tree
     from tests.dashboard_helpers import seed_cluster
 
@@ -173,6 +173,8 @@ def test_switching_acls_on_for_a_running_open_cluster(zk_server: Any, tmp_path: 
         before = dump_tree(open_client.zk)
     status = pvc("acl", "status", zk=hosts)
     assert status.returncode == 0 and "ACLs: off" in status.stdout
+    # a client (an agent, say) connected while ACLs are off
+    running = ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"])
     roles = tmp_path / "roles"
     for role, credentials in ROLE_CREDENTIALS.items():
         write_credentials_file(roles / role, credentials)
@@ -185,12 +187,22 @@ def test_switching_acls_on_for_a_running_open_cluster(zk_server: Any, tmp_path: 
     status = pvc("acl", "status", zk=hosts)
     assert f"operator = {ROLE_CREDENTIALS['operator'].user}" in status.stdout
     again = pvc("acl", "enable", "--roles-dir", str(roles), "--yes", zk=hosts)
-    assert again.returncode == 1 and "already on" in again.stderr
+    assert again.returncode == 0, again.stderr  # re-applies: finishes an interrupted run
+    others = tmp_path / "others"
+    for role in ROLE_CREDENTIALS:  # the same agent, another operator and viewer
+        write_credentials_file(others / role, ROLE_CREDENTIALS[role] if role == "agent"
+                               else Credentials(f"other-{role}", "pw"))
+    other = pvc("acl", "enable", "--roles-dir", str(others), "--yes", zk=hosts)
+    assert other.returncode == 1 and "other credentials" in other.stderr
+    # a client connected while ACLs were off learns the ids: what it creates is protected
+    running.define_vm(vm_xml("late1"), "hv1")
+    late = layout.vm_path(running.get_vm("late1").uuid)
+    assert len(running.zk.get_acls(late)[0]) == 3, running.zk.get_acls(late)
 
     anonymous = KazooClient(hosts=hosts)
     anonymous.start(timeout=10)
     try:
-        for path in (layout.VMS, layout.NODES, layout.node_path("hv1")):
+        for path in (layout.VMS, layout.NODES, layout.node_path("hv1"), late):
             with pytest.raises(NoAuthError):
                 anonymous.get(path)
     finally:
@@ -204,6 +216,8 @@ def test_switching_acls_on_for_a_running_open_cluster(zk_server: Any, tmp_path: 
         op.stop_vm("web1")  # an operator's change still works
         with pytest.raises(NoAuthError):
             op.zk.create(layout.node_path("fake9"), b"{}")
+    running.undefine_vm("late1")
+    running.close()
     with ClusterClient.connect(hosts, credentials=ROLE_CREDENTIALS["agent"]) as agent:
         after = dump_tree(agent.zk)
         web1 = layout.vm_path(agent.get_vm("web1").uuid)

@@ -175,6 +175,7 @@ def test_moves_under_way_when_a_node_dies(client: ClusterClient,
     web1, db1 = client.get_vm("web1"), client.get_vm("db1")
     assert web1.migration is None and db1.migration is None
     assert web1.previous_node == "hv1"
+    assert db1.previous_node == ""  # as if its move had been withdrawn: nothing to undo
     assert sorted(client.get_node("hv2").running_vms) == ["db1", "web1"]
 
 
