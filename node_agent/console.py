@@ -228,6 +228,12 @@ class ConsoleManager:
                 tails = dict(self._tails)
                 changed, self._changed = self._changed, set()
                 closing, self._closing = self._closing, []
+            if closing and not self._zk.connected:
+                # ZooKeeper away: a release now would wait in kazoo's queue with this
+                # thread, and every other console unread; finish them once it is back
+                with self._lock:
+                    self._closing[:0] = closing
+                closing = []
             for tail in closing:
                 dirty.pop(tail.writer.uuid, None)
                 self._close(tail)
@@ -255,7 +261,7 @@ class ConsoleManager:
                 last_publish += self._publish_interval * 0.25 * load
                 dirty = self._publish(list(dirty.values()))
             timeout = max(0.005, next_sweep - time.monotonic())
-            if dirty:  # held back (handover, or ZooKeeper away): try again soon
+            if dirty or self._closing:  # held back (handover, ZooKeeper away): soon again
                 timeout = min(timeout, self._publish_interval)
 
     def _read(self, tail: _Tail) -> None:
