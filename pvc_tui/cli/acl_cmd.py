@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from pvc_tui.cli.commands import connect, resolve_zk
+from pvc_tui.cluster import layout
 from pvc_tui.cluster.auth import (
     ROLES,
     Credentials,
+    acl_for,
     acl_ids,
     apply_acls,
     enable_acls,
@@ -62,6 +64,8 @@ def acl_enable(args: argparse.Namespace) -> int:
         # gets its ACL in the second. Running the command again repeats both (safe).
         apply_acls(client.zk, wanted)
         count = apply_acls(client.zk, wanted)
+        if "/" in hosts:  # a chroot: its node is this cluster's too (never the real root)
+            client.zk.set_acls("/", acl_for(layout.ROOT, wanted))
         ensure_schema(client.zk)
     print(f"ACLs on: {count} znodes under /pvc carry their role's ACL")
     return 0

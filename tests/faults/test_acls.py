@@ -205,6 +205,8 @@ def test_switching_acls_on_for_a_running_open_cluster(zk_server: Any, tmp_path: 
         for path in (layout.VMS, layout.NODES, layout.node_path("hv1"), late):
             with pytest.raises(NoAuthError):
                 anonymous.get(path)
+        with pytest.raises(NoAuthError):  # the chroot's own node, too
+            anonymous.create("/squatter", b"")
     finally:
         anonymous.stop()
         anonymous.close()
