@@ -173,16 +173,12 @@ class DomainStateRunner:
                 return self._park(vm, str(exc))
             target = moved.node
             plan = self._planned.setdefault(target, Planned())
-            plan.memory_mib += vm.memory_mib
-            plan.vcpus += vm.vcpus
-            plan.vms += 1
+            plan.add(vm)
         try:
             return self._follow(moved, "migrate")
         finally:
             with self._plan_lock:
-                plan.memory_mib -= vm.memory_mib
-                plan.vcpus -= vm.vcpus
-                plan.vms -= 1
+                plan.add(vm, -1)
 
     def _park(self, vm: VM, why: str) -> dict[str, Any]:
         """No valid target: shut the VM down and remember to start it on ready."""

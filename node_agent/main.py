@@ -13,6 +13,7 @@ from types import FrameType
 from node_agent.agent import NodeAgent
 from node_agent.config import load_config
 from pvc_tui.cluster.errors import InvalidRequest
+from pvc_tui.cluster.recovery import POLICIES
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "credentials, user:password (else $PVC_ZK_AUTH)")
     parser.add_argument("--fence-intervals", type=int, help="keepalive intervals a peer may "
                         "be gone before it is declared dead (default 6)")
-    parser.add_argument("--recovery", choices=["none", "fence"], help="what happens to a dead "
+    parser.add_argument("--recovery", choices=POLICIES, help="what happens to a dead "
                         "node's VMs: none (the operator runs `node recover`, default) or "
                         "fence (run the fence command, then start them elsewhere)")
     parser.add_argument("--fence-command", action="append", metavar="ARG",

@@ -251,10 +251,10 @@ class StoragePrimary:
             existing = set()
         for key, data in current.items():
             if key not in existing or self._volumes.get(key) != data:
-                self._write(f"{layout.STORAGE_VOLUMES}/{key}", data)
+                self._write(layout.volume_key_path(key), data)
         for key in existing - set(current):
             with contextlib.suppress(NoNodeError):
-                self._zk.delete(f"{layout.STORAGE_VOLUMES}/{key}")
+                self._zk.delete(layout.volume_key_path(key))
         self._volumes = current
 
     def _write(self, path: str, data: bytes) -> None:

@@ -62,9 +62,10 @@ def zk_hosts(zk_server: ZooKeeperServer) -> str:
     return new_chroot(zk_server)
 
 
-def new_chroot(zk_server: ZooKeeperServer) -> str:
+def new_chroot(zk_server: ZooKeeperServer, acls: bool = True) -> str:
     """A connect string with a fresh chroot on `zk_server`, with ACLs on (auth.py): every
-    test runs against a cluster that enforces its three roles."""
+    test runs against a cluster that enforces its three roles (`acls=False`: an open
+    one, as a cluster that never switched them on)."""
     chroot = f"/test-{uuid.uuid4().hex[:12]}"
     zk = KazooClient(hosts=zk_server.address)
     zk.start(timeout=10)
@@ -72,6 +73,8 @@ def new_chroot(zk_server: ZooKeeperServer) -> str:
     zk.stop()
     zk.close()
     hosts = f"{zk_server.address}{chroot}"
+    if not acls:
+        return hosts
     admin = connect(hosts, 10.0, ROLE_CREDENTIALS["agent"])
     try:
         enable_acls(admin, ROLE_CREDENTIALS)

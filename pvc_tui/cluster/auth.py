@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kazoo.client import KazooClient, TransactionRequest
+from kazoo.client import KazooClient, KazooState, TransactionRequest
 from kazoo.exceptions import (
     ConnectionLoss,
     NoAuthError,
@@ -161,6 +162,17 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
     # None (the agents): kazoo's own behaviour.
     read_deadline: float | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connected = threading.Event()  # set while a server serves this session
+        self.add_listener(self._on_state)
+
+    def _on_state(self, state: KazooState) -> None:  # kazoo's thread: nothing blocking
+        if state == KazooState.CONNECTED:
+            self._connected.set()
+        else:
+            self._connected.clear()
+
     def acl_of(self, path: str) -> list[ACL] | None:
         """The ACL a new znode at `path` gets (None: kazoo's open default)."""
         return None if self.acl_ids is None else acl_for(path, self.acl_ids)
@@ -186,9 +198,7 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
         """Watch callback (kazoo's thread, so nothing blocking): ACLs were switched on."""
         def loaded(result: Any) -> None:
             try:
-                data, _ = result.get_nowait()
-                raw = json.loads(data.decode())
-                self.acl_ids = {role: str(raw[role]) for role in ROLES}
+                self.acl_ids = _parse_ids(result.get_nowait()[0])
             except NoNodeError:  # not yet (the watch fired for a lost connection, say)
                 self.exists_async(ACL_IDS_PATH, watch=self.acl_ids_written)
             except Exception:  # unreadable: stay as we were
@@ -219,9 +229,9 @@ class PvcKazooClient(KazooClient):  # type: ignore[misc]
             try:
                 return send().get(timeout=max(0.0, deadline - time.monotonic()))
             except (ConnectionLoss, SessionExpiredError):
-                if time.monotonic() >= deadline:
+                # wait for kazoo to be connected again (a new session after an expiry)
+                if not self._connected.wait(max(0.0, deadline - time.monotonic())):
                     raise
-                time.sleep(0.05)  # let kazoo see the drop and start reconnecting
             except KazooTimeoutError:
                 raise OperationTimeoutError(
                     f"ZooKeeper did not answer within {self.read_deadline:g} s") from None
@@ -258,6 +268,10 @@ def acl_ids(zk: KazooClient) -> dict[str, str] | None:
         data, _ = zk.get(ACL_IDS_PATH)
     except NoNodeError:
         return None
+    return _parse_ids(data)
+
+
+def _parse_ids(data: bytes) -> dict[str, str]:
     raw = json.loads(data.decode())
     return {role: str(raw[role]) for role in ROLES}
 

@@ -269,7 +269,12 @@ def parse_volume_key(key: str) -> tuple[str, str]:
 
 def volume_path(pool: str, volume: str) -> str:
     """Path of a published volume record."""
-    return f"{STORAGE_VOLUMES}/{volume_key(pool, volume)}"
+    return volume_key_path(volume_key(pool, volume))
+
+
+def volume_key_path(key: str) -> str:
+    """Path of the volume record whose znode name (volume_key) is `key`."""
+    return f"{STORAGE_VOLUMES}/{key}"
 
 
 def storage_request_path(request_id: str) -> str:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pvc_tui.cluster import layout
 from pvc_tui.cluster.connection import wait_on_znode
 from pvc_tui.cluster.errors import (
-    ConflictError,
     InvalidRequest,
     NotFound,
     OperationFailed,
@@ -170,25 +169,19 @@ def request_domain_state(client: ClusterClient, name: str, action: DomainAction,
     if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
         raise InvalidRequest(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
     request_id = uuidlib.uuid4().hex
-    path = layout.node_path(name)
-    for _ in range(20):
-        node = client.get_node(name)
-        if node.daemon_state not in (DaemonState.RUN, DaemonState.INIT):  # init: starting
-            raise Refused(f"node {name}'s agent is {node.daemon_state}: nothing would carry "
-                          f"out the {action}")
-        data, stat = client.zk.get(path)
-        record = layout.decode(data, layout.NODE_FIELDS)
+    node = client.get_node(name)
+    if node.daemon_state not in (DaemonState.RUN, DaemonState.INIT):  # init: starting
+        raise Refused(f"node {name}'s agent is {node.daemon_state}: nothing would carry "
+                      f"out the {action}")
+
+    def mutate(record: dict[str, Any]) -> None:
         record["domain_state"] = _REQUEST_STATE[action].value
         record["domain_progress"] = {"id": request_id, "action": action, "items": [],
                                      "finished": False, "requested_at": time.time(),
                                      "concurrency": concurrency or 0}
-        try:
-            client.zk.set(path, layout.encode(record), version=stat.version)
-            return request_id
-        except Exception as exc:  # BadVersionError: the agent wrote a keepalive; retry
-            if type(exc).__name__ != "BadVersionError":
-                raise
-    raise ConflictError(f"node {name} kept changing; try again")
+
+    client.update_node(name, mutate)
+    return request_id
 
 
 def wait_domain_state(client: ClusterClient, name: str, action: DomainAction,

@@ -26,6 +26,12 @@ class Planned:
     vcpus: int = 0
     vms: int = 0
 
+    def add(self, vm: VM, count: int = 1) -> None:
+        """Promise `vm` to this node (count -1: take the promise back)."""
+        self.memory_mib += count * vm.memory_mib
+        self.vcpus += count * vm.vcpus
+        self.vms += count
+
 
 @dataclass(frozen=True)
 class Choice:

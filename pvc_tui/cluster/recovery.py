@@ -50,12 +50,10 @@ def declare_dead(client: ClusterClient, node: str, by: str, policy: str) -> bool
     def mutate(record: dict[str, Any]) -> None:
         nonlocal declared
         fence = record["fence"] or {}
-        if record["daemon_state"] not in ("init", "run") or \
-                fence.get("state") in (FenceState.DECLARED, *HOLDING):
-            declared = False
-            return
-        if client.zk.exists(layout.node_alive_path(node)) is not None:
-            declared = False
+        declared = record["daemon_state"] in ("init", "run") \
+            and fence.get("state") not in (FenceState.DECLARED, *HOLDING) \
+            and client.zk.exists(layout.node_alive_path(node)) is None
+        if not declared:
             return
         record["daemon_state"] = layout.DaemonState.DEAD.value
         record["fence"] = {"state": FenceState.DECLARED.value, "by": by, "policy": policy,
@@ -116,10 +114,7 @@ def recover_node(client: ClusterClient, node: str,
         else:
             continue
         if target:
-            plan = planned.setdefault(target, Planned())
-            plan.memory_mib += vm.memory_mib
-            plan.vcpus += vm.vcpus
-            plan.vms += 1
+            planned.setdefault(target, Planned()).add(vm)
         move_id = move.id if move is not None else ""
 
         def mutate(record: dict[str, Any], target: str = target, owner: str = vm.node,

@@ -175,7 +175,7 @@ def read_volumes(zk: KazooClient) -> list[Volume]:
     volumes = []
     for key in keys:
         try:
-            data, _ = zk.get(f"{layout.STORAGE_VOLUMES}/{key}")
+            data, _ = zk.get(layout.volume_key_path(key))
             volumes.append(parse_volume(data))
         except (NoNodeError, RecordError):
             continue

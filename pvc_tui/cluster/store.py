@@ -222,7 +222,7 @@ class ClusterStore:
         for uuid in self._vm_uuids:
             self._read(layout.vm_path(uuid))
         for key in self._volume_keys:
-            self._read(f"{layout.STORAGE_VOLUMES}/{key}")
+            self._read(layout.volume_key_path(key))
 
     def _read(self, path: str) -> None:
         """Queue an async read that also sets a watch; only its result counts."""
@@ -408,7 +408,7 @@ class ClusterStore:
         self._set("vm", uuid, vm, self._vms)
 
     def _drop_volume(self, key: str) -> None:
-        path = f"{layout.STORAGE_VOLUMES}/{key}"
+        path = layout.volume_key_path(key)
         self._volume_keys.discard(key)
         self._forget(path)
         self._set("volume", key, None, self._volumes)
@@ -429,7 +429,7 @@ class ClusterStore:
         if value is None:
             self._drop_volume(key)
             return
-        path = f"{layout.STORAGE_VOLUMES}/{key}"
+        path = layout.volume_key_path(key)
         try:
             volume = parse_volume(value[0])
         except layout.RecordError as exc:

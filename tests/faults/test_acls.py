@@ -155,19 +155,11 @@ def test_credentials_files_and_secrecy(cluster: ClusterClient, zk_hosts: str,
 def test_switching_acls_on_for_a_running_open_cluster(zk_server: Any, tmp_path: Path) -> None:
     """`acl enable` on a cluster that ran without ACLs: every existing znode gets its
     role's ACL; from then on anonymous clients read nothing and viewers change nothing."""
-    import uuid
-
     from pvc_tui.cluster.auth import Credentials, write_credentials_file
-    from tests.conftest import dump_tree
+    from tests.conftest import dump_tree, new_chroot
     from tests.dashboard_helpers import seed_cluster
 
-    chroot = f"/open-{uuid.uuid4().hex[:12]}"
-    bare = KazooClient(hosts=zk_server.address)
-    bare.start(timeout=10)
-    bare.create(chroot)
-    bare.stop()
-    bare.close()
-    hosts = f"{zk_server.address}{chroot}"
+    hosts = new_chroot(zk_server, acls=False)
     with ClusterClient.connect(hosts) as open_client:  # no credentials: the open cluster
         seed_cluster(open_client)
         before = dump_tree(open_client.zk)
