@@ -34,8 +34,6 @@ from pvc_tui.cluster.connection import ensure_schema, wait_on_znode
 from pvc_tui.sandbox.demo import TEST_NODE_XML
 from pvc_tui.sandbox.processes import ProcessRef, spawn, terminate
 from pvc_tui.sandbox.zookeeper import (
-    Ensemble,
-    restart_server,
     start_ensemble,
     start_zookeeper,
     stop_zookeeper,
@@ -160,8 +158,7 @@ def leader_kills(base: Path, kills: int, keepalive: float) -> None:
         reader.start()
         back: list[float] = []
         for _ in range(kills):
-            while not ensemble.healthy():  # a restarted server rejoining: nothing to await
-                time.sleep(0.1)
+            ensemble.wait_healthy()
             leader = ensemble.leader()
             assert leader is not None
             time.sleep(1.0)
@@ -170,8 +167,7 @@ def leader_kills(base: Path, kills: int, keepalive: float) -> None:
             for name in ("hv1", "hv2", "hv3"):
                 wait_alive(client, name, after=killed_wall)
             back.append(time.monotonic() - killed)
-            again = restart_server(leader)
-            ensemble = Ensemble(tuple(again if s is leader else s for s in ensemble.servers))
+            ensemble = ensemble.restarted(leader)
         stop.set()
         reader.join(timeout=20)
         print(f"ZooKeeper leader killed x{kills} (3 servers): reads {reads[0]}, failed "

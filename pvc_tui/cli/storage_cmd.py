@@ -152,11 +152,14 @@ def _run(args: argparse.Namespace, run: Callable[[argparse.Namespace, StorageAPI
         return run(args, client.storage)
 
 
-def _json(items: Any) -> None:
-    if isinstance(items, list):
+def _listing(args: argparse.Namespace, items: list[Any], headers: tuple[str, ...],
+             row: Callable[[Any], list[object]]) -> int:
+    """A list command's output: the items as JSON, or a table of `row(item)` each."""
+    if args.format == "json":
         output.print_json([dataclasses.asdict(i) for i in items])
     else:
-        output.print_json(dataclasses.asdict(items))
+        output.print_table(headers, [row(i) for i in items])
+    return 0
 
 
 def _percent(fraction: float) -> str:
@@ -167,7 +170,7 @@ def status(args: argparse.Namespace, storage: StorageAPI) -> int:
     """`storage status`"""
     s = storage.status()
     if args.format == "json":
-        _json(s)
+        output.print_json(dataclasses.asdict(s))
         return 0
     up = sum(o.up for o in s.osds)
     inside = sum(o.in_cluster for o in s.osds)
@@ -204,16 +207,12 @@ def util(args: argparse.Namespace, storage: StorageAPI) -> int:
 
 def pool_list(args: argparse.Namespace, storage: StorageAPI) -> int:
     """`storage pool list`"""
-    pools = storage.pools.list()
-    if args.format == "json":
-        _json(pools)
-        return 0
-    output.print_table(("NAME", "ID", "PGS", "REPLICAS", "STORED", "OBJECTS", "USED",
-                        "MAX AVAIL", "READ/S", "WRITE/S"), [
-        [p.name, p.id, p.pg_num, f"{p.size}/{p.min_size}", format_size(p.stored), p.objects,
-         _percent(p.percent_used), format_size(p.max_avail), format_size(p.read_bytes_sec),
-         format_size(p.write_bytes_sec)] for p in pools])
-    return 0
+    return _listing(args, storage.pools.list(), (
+        "NAME", "ID", "PGS", "REPLICAS", "STORED", "OBJECTS", "USED", "MAX AVAIL", "READ/S",
+        "WRITE/S"), lambda p: [
+        p.name, p.id, p.pg_num, f"{p.size}/{p.min_size}", format_size(p.stored), p.objects,
+        _percent(p.percent_used), format_size(p.max_avail), format_size(p.read_bytes_sec),
+        format_size(p.write_bytes_sec)])
 
 
 def pool_add(args: argparse.Namespace, storage: StorageAPI) -> int:
@@ -248,14 +247,10 @@ def pool_remove(args: argparse.Namespace, storage: StorageAPI) -> int:
 
 def volume_list(args: argparse.Namespace, storage: StorageAPI) -> int:
     """`storage volume list`"""
-    volumes = storage.volumes.list(args.pool)
-    if args.format == "json":
-        _json(volumes)
-        return 0
-    output.print_table(("POOL", "NAME", "SIZE", "USED", "PARENT", "SNAPSHOTS"), [
-        [v.pool, v.name, format_size(v.size), format_size(v.used) if v.used >= 0 else "?",
-         v.parent or "-", len(v.snapshots)] for v in volumes])
-    return 0
+    return _listing(args, storage.volumes.list(args.pool), (
+        "POOL", "NAME", "SIZE", "USED", "PARENT", "SNAPSHOTS"), lambda v: [
+        v.pool, v.name, format_size(v.size), format_size(v.used) if v.used >= 0 else "?",
+        v.parent or "-", len(v.snapshots)])
 
 
 def volume_add(args: argparse.Namespace, storage: StorageAPI) -> int:
@@ -297,15 +292,10 @@ def volume_remove(args: argparse.Namespace, storage: StorageAPI) -> int:
 
 def snapshot_list(args: argparse.Namespace, storage: StorageAPI) -> int:
     """`storage volume snapshot list`"""
-    snaps = storage.snapshots.list(args.pool, args.volume)
-    if args.format == "json":
-        _json(snaps)
-        return 0
-    output.print_table(("POOL", "VOLUME", "NAME", "SIZE", "TAKEN"), [
-        [s.pool, s.volume, s.name, format_size(s.size),
-         datetime.datetime.fromtimestamp(s.timestamp).strftime("%Y-%m-%d %H:%M:%S")]
-        for s in snaps])
-    return 0
+    return _listing(args, storage.snapshots.list(args.pool, args.volume), (
+        "POOL", "VOLUME", "NAME", "SIZE", "TAKEN"), lambda s: [
+        s.pool, s.volume, s.name, format_size(s.size),
+        datetime.datetime.fromtimestamp(s.timestamp).strftime("%Y-%m-%d %H:%M:%S")])
 
 
 def snapshot_change(args: argparse.Namespace, storage: StorageAPI) -> int:
@@ -327,16 +317,11 @@ def snapshot_change(args: argparse.Namespace, storage: StorageAPI) -> int:
 
 def osd_list(args: argparse.Namespace, storage: StorageAPI) -> int:
     """`storage osd list`"""
-    osds = storage.osds.list()
-    if args.format == "json":
-        _json(osds)
-        return 0
-    output.print_table(("ID", "HOST", "UP", "IN", "WEIGHT", "REWEIGHT", "USED", "PGS",
-                        "SIZE"), [
-        [o.id, o.host or "-", "up" if o.up else "down", "in" if o.in_cluster else "out",
-         f"{o.weight:.4f}", f"{o.reweight:.2f}", f"{o.utilization:.1f}%", o.pgs,
-         format_size(o.kb * 1024)] for o in osds])
-    return 0
+    return _listing(args, storage.osds.list(), (
+        "ID", "HOST", "UP", "IN", "WEIGHT", "REWEIGHT", "USED", "PGS", "SIZE"), lambda o: [
+        o.id, o.host or "-", "up" if o.up else "down", "in" if o.in_cluster else "out",
+        f"{o.weight:.4f}", f"{o.reweight:.2f}", f"{o.utilization:.1f}%", o.pgs,
+        format_size(o.kb * 1024)])
 
 
 def osd_mark(args: argparse.Namespace, storage: StorageAPI) -> int:

@@ -108,7 +108,7 @@ def _config(data_dir: Path, host: str, port: int, tick_ms: int, fast_unsafe: boo
     return cfg
 
 
-def _launch(data_dir: Path, host: str, port: int) -> tuple[ProcessRef, Any]:
+def _launch(data_dir: Path) -> tuple[ProcessRef, Any]:
     argv = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.jmx.log4j.disable=true",
             "-cp", ":".join(ZOOKEEPER_JARS), MAIN_CLASS, str(data_dir / "zoo.cfg")]
     return spawn(argv, data_dir / "zookeeper.log")
@@ -140,7 +140,7 @@ def start_zookeeper(data_dir: Path, port: int | None = None, host: str = "127.0.
         raise ZooKeeperError(reason)
     port = port or free_port(host)
     _config(data_dir, host, port, tick_ms, fast_unsafe, [])
-    ref, proc = _launch(data_dir, host, port)
+    ref, proc = _launch(data_dir)
     return _wait_serving(ref, proc, host, port, data_dir, timeout)
 
 
@@ -166,6 +166,19 @@ class Ensemble:
         return sum("Mode: leader" in m for m in modes) == 1 and \
             all("Mode: leader" in m or "Mode: follower" in m for m in modes)
 
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until every server serves again (ZooKeeperError after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise ZooKeeperError(f"the ensemble was not whole within {timeout:g} s")
+            time.sleep(0.1)  # a server rejoining offers no event to wait on
+
+    def restarted(self, server: ZooKeeperServer) -> Ensemble:
+        """This ensemble with its stopped `server` started again."""
+        again = restart_server(server)
+        return Ensemble(tuple(again if s is server else s for s in self.servers))
+
 
 def start_ensemble(base_dir: Path, count: int = 3, host: str = "127.0.0.1",
                    tick_ms: int = 500, fast_unsafe: bool = False,
@@ -186,7 +199,7 @@ def start_ensemble(base_dir: Path, count: int = 3, host: str = "127.0.0.1",
                     ["initLimit=10", "syncLimit=5", *members])
             (data_dir / "data").mkdir(parents=True, exist_ok=True)
             (data_dir / "data" / "myid").write_text(f"{i + 1}\n")
-            started.append((*_launch(data_dir, host, base + 3 * i), base + 3 * i, data_dir))
+            started.append((*_launch(data_dir), base + 3 * i, data_dir))
         return Ensemble(tuple(_wait_serving(ref, proc, host, port, data_dir, timeout)
                               for ref, proc, port, data_dir in started))
     except BaseException:
@@ -196,7 +209,7 @@ def start_ensemble(base_dir: Path, count: int = 3, host: str = "127.0.0.1",
 
 def restart_server(server: ZooKeeperServer, timeout: float = 60.0) -> ZooKeeperServer:
     """Start a stopped server again from its own directory (same ports, same data)."""
-    ref, proc = _launch(server.data_dir, server.host, server.port)
+    ref, proc = _launch(server.data_dir)
     return _wait_serving(ref, proc, server.host, server.port, server.data_dir, timeout)
 
 

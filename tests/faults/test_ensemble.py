@@ -18,7 +18,6 @@ from pvc_tui.cluster.console import ConsoleLine
 from pvc_tui.sandbox.ceph import ceph_unavailable_reason, start_ceph, stop_ceph
 from pvc_tui.sandbox.zookeeper import (
     Ensemble,
-    restart_server,
     start_ensemble,
     stop_zookeeper,
     zookeeper_unavailable_reason,
@@ -41,19 +40,11 @@ from tests.test_console import Follower, log_of, write
 def kill_leader(ensemble: Ensemble) -> tuple[Ensemble, Any]:
     """SIGTERM the leader of the whole (healthy) ensemble; returns the ensemble and a
     function that restarts that server."""
-    deadline = time.monotonic() + 60
-    while not ensemble.healthy():  # a restarted server rejoins: no event to wait on
-        assert time.monotonic() < deadline, "the ensemble never became whole again"
-        time.sleep(0.1)
+    ensemble.wait_healthy()
     leader = ensemble.leader()
     assert leader is not None, "no leader"
     stop_zookeeper(leader)
-
-    def restart() -> Ensemble:
-        again = restart_server(leader)
-        return Ensemble(tuple(again if s is leader else s for s in ensemble.servers))
-
-    return ensemble, restart
+    return ensemble, lambda: ensemble.restarted(leader)
 
 
 async def test_leader_killed_during_operations(tmp_path: Path) -> None:
